@@ -1,0 +1,42 @@
+"""MC dropout that stays stochastic in ``eval()`` (Gal & Ghahramani, 2016).
+
+BALD (Eq. 1 of the BALD-fairness paper) needs samples from p(w | D); MC dropout draws them by
+keeping dropout on at prediction time. Batch-norm must stay deterministic while doing so, so
+never call ``model.train()`` to sample: use these modules, which ignore the train/eval flag.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class MCDropout(nn.Dropout):
+    """Dropout that is always on (also in ``eval()``); ``p=0`` makes it the identity."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0:
+            return x
+        return F.dropout(x, self.p, training=True, inplace=False)
+
+
+class TwoStageModel(nn.Module):
+    """A classifier split at its first dropout: ``forward(x) = head(trunk(x))``.
+
+    ``trunk`` is deterministic in eval mode (convolutions, batch-norm, ...); ``head`` holds every
+    stochastic (MC-dropout) layer. MC sampling therefore runs ``trunk`` once per batch and
+    ``head`` T times (see :func:`rayfal.models.predict.mc_probs`).
+    """
+
+    trunk: nn.Module
+    head: nn.Module
+    embedding_dim: int
+    num_classes: int
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic features ``[N, D]`` (the input of the first dropout)."""
+        return self.trunk(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
