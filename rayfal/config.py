@@ -190,10 +190,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 def _from_dict(cls: type, data: dict, where: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(f"{where}.{k}" if where else str(k) for k in set(data) - names)
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}"
+            f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}"
         )
     kwargs = {
         k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()
@@ -210,12 +210,15 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
                 node = node[int(k)]
             except (ValueError, IndexError):
                 raise ConfigError(f"--set {dotted}: '{k}' is not a valid list index") from None
-            continue
-        node = node.setdefault(k, {})
+        else:
+            node = node.setdefault(k, {})
         if not isinstance(node, dict | list):
             raise ConfigError(f"--set {dotted}: '{k}' is not a section")
     if isinstance(node, list):
-        node[int(keys[-1])] = value
+        try:
+            node[int(keys[-1])] = value
+        except (ValueError, IndexError):
+            raise ConfigError(f"--set {dotted}: '{keys[-1]}' is not a valid list index") from None
     else:
         node[keys[-1]] = value
 

@@ -104,6 +104,7 @@ class Context:
     test_x: torch.Tensor
     test_y: np.ndarray
     test_group: np.ndarray
+    test_row_id: np.ndarray
     groups: list[int]
     scenario: str
     progress: bool
@@ -195,7 +196,7 @@ class Campaign:
         metrics = evaluate_model(
             model, ctx.test_x, ctx.test_y, ctx.test_group,
             mc_samples=cfg.evaluation.mc_samples, batch_size=cfg.evaluation.batch_size,
-            seed=self.seed,
+            seed=self.seed, row_keys=ctx.test_row_id,
         )
         t2 = time.perf_counter()
         rec: dict[str, Any] = {
@@ -309,7 +310,7 @@ def run_job(
         raise ConfigError(
             f"al.initial_labels={cfg.al.initial_labels} exceeds the pool's {pool.num_rows} rows"
         )
-    test_rows = test.read_all([test.feature_column, S.LABEL, S.GROUP])
+    test_rows = test.read_all([S.ROW_ID, test.feature_column, S.LABEL, S.GROUP])
     groups = sorted(set(np.unique(pool.groups()).tolist()) | set(np.unique(test_rows[S.GROUP]).tolist()))
     if len(groups) < 2:
         log.warning("only one group (%s) in the data: every disparity metric is 0", groups)
@@ -318,6 +319,7 @@ def run_job(
         cfg=cfg, run_dir=run_dir, pool=pool,
         test_x=torch.from_numpy(S.to_model_input(test_rows[test.feature_column], test.input_shape)),
         test_y=test_rows[S.LABEL].astype(np.int64), test_group=test_rows[S.GROUP].astype(np.int64),
+        test_row_id=test_rows[S.ROW_ID].astype(np.int64),
         groups=groups, scenario=cfg.dataset.scenario if cfg.dataset.name == "glyphs" else cfg.dataset.name,
         progress=progress,
     )

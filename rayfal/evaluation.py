@@ -39,7 +39,9 @@ def evaluate_model(
     mc_samples: int,
     batch_size: int = 512,
     seed: int = 0,
+    row_keys: np.ndarray | None = None,
 ) -> dict[str, float]:
     """MC-dropout predictions on ``x`` then :func:`evaluate_probs`."""
-    probs = mc_probs(model, x, mc_samples=mc_samples, batch_size=batch_size, generator_seed=seed)
+    probs = mc_probs(model, x, mc_samples=mc_samples, batch_size=batch_size, generator_seed=seed,
+                     row_keys=row_keys)
     return evaluate_probs(probs, np.asarray(y), np.asarray(group))

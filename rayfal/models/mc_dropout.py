@@ -7,17 +7,45 @@ never call ``model.train()`` to sample: use these modules, which ignore the trai
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 
+#: (module, activation) -> scaled keep-mask; set by :func:`dropout_masks`.
+MaskProvider = Callable[["MCDropout", torch.Tensor], torch.Tensor]
+_MASKS: contextvars.ContextVar[MaskProvider | None] = contextvars.ContextVar(
+    "rayfal_mc_masks", default=None
+)
+
+
+@contextlib.contextmanager
+def dropout_masks(provider: MaskProvider) -> Iterator[None]:
+    """Within the block, every :class:`MCDropout` multiplies by ``provider(module, x)``."""
+    token = _MASKS.set(provider)
+    try:
+        yield
+    finally:
+        _MASKS.reset(token)
+
+
 class MCDropout(nn.Dropout):
-    """Dropout that is always on (also in ``eval()``); ``p=0`` makes it the identity."""
+    """Dropout that is always on (also in ``eval()``); ``p=0`` makes it the identity.
+
+    Inside :func:`dropout_masks` the mask comes from the provider instead of the global RNG,
+    which makes MC samples a pure function of (seed, row) whatever the batching.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.p == 0.0:
             return x
+        provider = _MASKS.get()
+        if provider is not None:
+            return x * provider(self, x)
         return F.dropout(x, self.p, training=True, inplace=False)
 
 

@@ -5,7 +5,44 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rayfal.models.mc_dropout import TwoStageModel
+from rayfal.models.mc_dropout import MCDropout, TwoStageModel, dropout_masks
+
+#: rows sharing ``row_key // MASK_BLOCK`` draw their masks from one generator call
+MASK_BLOCK = 64
+
+
+class RowKeyedMasks:
+    """Dropout masks that depend only on ``(seed, layer, row key, MC sample)``.
+
+    Activations are laid out sample-major (``[T * n, D]``, row ``t * n + r``). For each block
+    of ``MASK_BLOCK`` consecutive keys one generator, seeded by (seed, layer, block), draws
+    ``[T, MASK_BLOCK, D]`` uniforms; a row takes the slice at ``key % MASK_BLOCK``. So a row's
+    MC samples are the same in every batch, shard, actor or process.
+    """
+
+    def __init__(self, row_keys: np.ndarray, mc_samples: int, seed: int) -> None:
+        keys = np.asarray(row_keys, dtype=np.int64)
+        self.block = keys // MASK_BLOCK
+        self.slot = torch.from_numpy(keys % MASK_BLOCK)
+        self.blocks, self.inverse = np.unique(self.block, return_inverse=True)
+        self.t = mc_samples
+        self.seed = seed
+        self.layer = 0
+
+    def __call__(self, module: MCDropout, x: torch.Tensor) -> torch.Tensor:
+        n = len(self.slot)
+        d = x.shape[-1]
+        if x.shape[0] != self.t * n:
+            raise ValueError(f"expected {self.t * n} activation rows, got {x.shape[0]}")
+        keep = torch.empty(self.t, n, d, dtype=x.dtype)
+        gen = torch.Generator()
+        for i, b in enumerate(self.blocks.tolist()):
+            rows = np.flatnonzero(self.inverse == i)
+            gen.manual_seed(hash((self.seed, self.layer, b)) & 0x7FFF_FFFF_FFFF_FFFF)
+            u = torch.rand(self.t, MASK_BLOCK, d, generator=gen)
+            keep[:, torch.from_numpy(rows)] = (u[:, self.slot[rows]] >= module.p).to(x.dtype)
+        self.layer += 1
+        return keep.reshape(self.t * n, d).to(x.device) / (1.0 - module.p)
 
 
 @torch.inference_mode()
@@ -16,16 +53,19 @@ def mc_probs(
     mc_samples: int,
     batch_size: int = 512,
     generator_seed: int | None = None,
+    row_keys: np.ndarray | None = None,
 ) -> np.ndarray:
     """Class probabilities ``[N, C, T]`` from ``T = mc_samples`` MC-dropout passes.
 
     The model is put in ``eval()`` (batch-norm uses running statistics) and MC dropout stays on.
     The trunk runs once per batch; only the stochastic head runs T times, on the embedding
-    repeated T times in one call. ``generator_seed`` makes the dropout masks reproducible.
+    repeated T times in one call. With ``row_keys`` (e.g. row_ids) the dropout masks are a pure
+    function of ``(generator_seed, key)`` (:class:`RowKeyedMasks`): results do not depend on
+    batching. Otherwise ``generator_seed`` seeds torch's global RNG once.
     """
     was_training = model.training
     model.eval()
-    if generator_seed is not None:
+    if generator_seed is not None and row_keys is None:
         torch.manual_seed(generator_seed)
     device = next(model.parameters()).device
     out = []
@@ -34,7 +74,13 @@ def mc_probs(
         z = model.embed(xb)
         n = z.shape[0]
         zt = z.repeat(mc_samples, 1)  # [T*n, D], sample-major
-        logits = model.head(zt).reshape(mc_samples, n, -1)
+        if row_keys is not None:
+            masks = RowKeyedMasks(row_keys[start : start + n], mc_samples, generator_seed or 0)
+            with dropout_masks(masks):
+                logits = model.head(zt)
+        else:
+            logits = model.head(zt)
+        logits = logits.reshape(mc_samples, n, -1)
         probs = torch.softmax(logits.float(), dim=-1).permute(1, 2, 0)  # [n, C, T]
         out.append(probs.cpu().numpy().astype(np.float64))
     model.train(was_training)

@@ -118,8 +118,8 @@ class PoolScorer:
         if self.model is not None and len(row_id):
             feats = batch[self.feature_column][keep]
             x = torch.from_numpy(S.to_model_input(feats, self.input_shape))
-            seed = int(row_id[0] * 1_000_003 + self.seed * 7919 + self.round) % (2**31)
-            probs = mc_probs(self.model, x, mc_samples=self.mc_samples, generator_seed=seed)
+            probs = mc_probs(self.model, x, mc_samples=self.mc_samples,
+                             generator_seed=self.seed * 100_003 + self.round, row_keys=row_id)
         score = (
             self.strategy.score(ScoreBatch(row_id, group, probs))
             if len(row_id)
