@@ -13,16 +13,25 @@ from rayfal.config import ConfigError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from rayfal.config import load_job
+    import pandas as pd
+
+    from rayfal.config import expand_variants, load_job
     from rayfal.driver import run_job
     from rayfal.report import format_table1, table1, write_report
 
     cfg, resolved = load_job(args.job, args.set)
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     t0 = time.perf_counter()
-    records = run_job(cfg, resolved, run_dir, resume=args.resume, address=args.address,
-                      progress=not args.no_progress)
-    paths = write_report([run_dir])
+    frames, dirs = [], []
+    for name, sub_cfg, sub_resolved in expand_variants(cfg, resolved):
+        sub_dir = run_dir / name if name else run_dir
+        if name:
+            print(f"== variant {name} -> {sub_dir}")
+        frames.append(run_job(sub_cfg, sub_resolved, sub_dir, resume=args.resume,
+                              address=args.address, progress=not args.no_progress))
+        dirs.append(sub_dir)
+    records = pd.concat(frames, ignore_index=True)
+    paths = write_report(dirs, run_dir / "report")
     print()
     print(format_table1(table1(records)))
     print(f"\n{len(records)} round records in {time.perf_counter() - t0:.0f} s -> {run_dir}")
@@ -50,6 +59,22 @@ def _cmd_data_glyphs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_score(args: argparse.Namespace) -> int:
+    from rayfal.config import JobConfig, ScoringConfig
+    from rayfal.driver import init_ray
+    from rayfal.scoring.score_job import score_to_parquet
+
+    init_ray(JobConfig(), address=args.address)
+    cfg = ScoringConfig(compute=args.compute, batch_size=args.batch_size,
+                        actors=args.actors if args.actors else "auto")
+    res = score_to_parquet(args.pool, args.checkpoint, args.out, strategy=args.strategy,
+                           mc_samples=args.mc, top_k=args.top_k, seed=args.seed, cfg=cfg,
+                           progress=not args.no_progress)
+    print(f"{res.rows_scored} rows from {res.files_scored}/{res.files_total} shards in "
+          f"{res.seconds:.1f} s ({res.rows_per_second:,.0f} rows/s) -> {res.out_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rayfal", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -69,6 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", help="output folder (default <first run dir>/report)")
     rep.add_argument("--at-frac", type=float, help="labelled fraction of the table (default: last)")
     rep.set_defaults(fn=_cmd_report)
+
+    sc = sub.add_parser("score", help="score a Parquet pool with a checkpoint (exactly once)")
+    sc.add_argument("--pool", required=True, help="Parquet glob or directory")
+    sc.add_argument("--checkpoint", required=True, help="a round directory (model.safetensors)")
+    sc.add_argument("--strategy", default="bald")
+    sc.add_argument("--mc", type=int, default=20, help="MC-dropout samples")
+    sc.add_argument("--top-k", type=int, default=0, help="also write topk.parquet")
+    sc.add_argument("--out", required=True)
+    sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--batch-size", type=int, default=512)
+    sc.add_argument("--actors", type=int, default=0, help="actor count (default: auto)")
+    sc.add_argument("--compute", default="actors", choices=["actors", "tasks"])
+    sc.add_argument("--address", help="Ray address (default: local Ray)")
+    sc.add_argument("--no-progress", action="store_true")
+    sc.set_defaults(fn=_cmd_score)
 
     data = sub.add_parser("data", help="generate data sets")
     dsub = data.add_subparsers(dest="dataset", required=True)

@@ -134,6 +134,7 @@ class JobConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     campaigns: list[CampaignConfig] = field(default_factory=lambda: [CampaignConfig()])
     ray: RayConfig = field(default_factory=RayConfig)
+    variants: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -264,6 +265,30 @@ def load_job(
     return cfg, cfg.to_dict()
 
 
+def expand_variants(cfg: JobConfig, resolved: dict) -> list[tuple[str, JobConfig, dict]]:
+    """A job with ``variants:`` (each ``{name, set: {dotted.key: value}}``) becomes one
+    sub-job per variant (e.g. the two Synbols scenarios); a job without is its own variant."""
+    if not cfg.variants:
+        return [("", cfg, resolved)]
+    out = []
+    for i, variant in enumerate(cfg.variants):
+        name = variant.get("name")
+        overrides = variant.get("set", {})
+        extra = sorted(set(variant) - {"name", "set"})
+        if not isinstance(name, str) or not name or extra or not isinstance(overrides, dict):
+            raise ConfigError(f"variants[{i}]: expected {{name: str, set: {{key: value}}}}")
+        raw = copy.deepcopy(resolved)
+        raw["variants"] = []
+        for key, value in overrides.items():
+            _set_dotted(raw, key, value)
+        sub = config_from_dict(raw, source=f"variant '{name}'")
+        out.append((name, sub, sub.to_dict()))
+    names = [n for n, _, _ in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"variants: duplicate names {names}")
+    return out
+
+
 def validate(cfg: JobConfig, source: str) -> None:
     """Cross-field checks with messages naming the key."""
 
@@ -279,6 +304,12 @@ def validate(cfg: JobConfig, source: str) -> None:
     names = [c.name for c in cfg.campaigns]
     if len(set(names)) != len(names):
         bad("campaigns", f"duplicate campaign names {names}; give each a distinct 'label'")
+    for i, c in enumerate(cfg.campaigns):
+        merged = {**dataclasses.asdict(cfg.training), **c.training}
+        try:
+            _from_dict(TrainingConfig, merged, f"campaigns[{i}].training")
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
     al = cfg.al
     if al.initial_labels < 1:
         bad("al.initial_labels", "must be >= 1")

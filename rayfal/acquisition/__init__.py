@@ -1,6 +1,12 @@
 """Acquisition strategies (one file each) and their pure score functions."""
 
-from rayfal.acquisition import balanced_oracle, random, uncertainty  # noqa: F401  (registration)
+from rayfal.acquisition import (  # noqa: F401  (registration)
+    balanced_oracle,
+    group_entropy,
+    group_random,
+    random,
+    uncertainty,
+)
 from rayfal.acquisition.base import (
     STRATEGIES,
     CandidateReducer,
@@ -11,6 +17,7 @@ from rayfal.acquisition.base import (
     row_uniform,
     select_in_memory,
 )
+from rayfal.acquisition.worst_group import worst_group_from_metrics
 
 __all__ = [
     "STRATEGIES",
@@ -21,4 +28,5 @@ __all__ = [
     "make_strategy",
     "row_uniform",
     "select_in_memory",
+    "worst_group_from_metrics",
 ]

@@ -79,6 +79,7 @@ class PoolScorer:
         mc_samples: int,
         threads: int,
         use_gpu: bool,
+        passthrough: tuple[str, ...] = (),
     ) -> None:
         import ray
 
@@ -89,6 +90,7 @@ class PoolScorer:
         self.input_shape = tuple(input_shape)
         self.mc_samples = mc_samples
         self.seed, self.round = seed, round
+        self.passthrough = tuple(passthrough)
         self.model = None
         if self.strategy.needs_probs:
             from safetensors.torch import load as load_safetensors
@@ -125,7 +127,10 @@ class PoolScorer:
             if len(row_id)
             else np.zeros(0, np.float64)
         )
-        return {S.ROW_ID: row_id, S.GROUP: group, "score": score}
+        out = {S.ROW_ID: row_id, S.GROUP: group, "score": score}
+        for col in self.passthrough:
+            out[col] = np.asarray(batch[col])[keep]
+        return out
 
 
 _SCORER_CACHE: dict[tuple, PoolScorer] = {}

@@ -1,6 +1,14 @@
 """Training: modes (one loss per file), a plain torch loop, and the Ray Train glue."""
 
-from rayfal.training import standard  # noqa: F401  (registration)
-from rayfal.training.modes import MODES, make_loss
+from rayfal.training import gba, grad, pgd_at, standard, trades  # noqa: F401  (registration)
+from rayfal.training.compose import SUPPORTED, supported_compositions
+from rayfal.training.modes import MODES, make_loss, mode_parts, needs_group_head
 
-__all__ = ["MODES", "make_loss"]
+__all__ = [
+    "MODES",
+    "SUPPORTED",
+    "make_loss",
+    "mode_parts",
+    "needs_group_head",
+    "supported_compositions",
+]

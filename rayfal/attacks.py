@@ -1,0 +1,144 @@
+"""Functional L-infinity attacks: PGD (Madry et al. 2018; CE or TRADES' KL objective) and FGSM.
+
+Both are pure functions of ``(model, x, [y])``: batched, on whatever device ``x`` and the model
+live on, and side-effect free for the model:
+
+* the model is switched to ``eval()`` for the attack (batch-norm uses its running statistics and
+  does not update them) and its previous train/eval flag is restored afterwards;
+* MC dropout, which stays on in ``eval()`` (:class:`rayfal.models.mc_dropout.MCDropout`), is
+  made the identity with :func:`~rayfal.models.mc_dropout.deterministic_dropout`, so the attack
+  ascends the gradient of one fixed (the mean-weight) network rather than of a random mask;
+* a DDP wrapper (anything with ``.module``) is unwrapped: the attack only needs input gradients,
+  which must not trigger gradient all-reduces or buffer broadcasts;
+* it works inside ``torch.no_grad()`` / ``torch.inference_mode()`` (e.g. in pool scoring) and
+  never accumulates ``.grad`` on the model's parameters.
+
+Objectives (maximised over the ball ``||x' - x||_inf <= eps`` intersected with ``clamp``):
+
+* ``loss="ce"``: ``CE(f(x'), y)`` (Madry et al.'s inner problem; needs labels);
+* ``loss="kl"``: ``KL(p(x) || p(x'))`` with ``p = softmax(f)`` and ``p(x)`` held fixed (TRADES'
+  inner problem, Zhang et al. 2019; needs no labels). This is also the adversarial map
+  ``A(x, eps)`` of JIN's robust inconsistency (Eq. 3 of the FRAL paper) when computed with CE.
+
+Random start: ``ce`` starts uniformly in the eps-ball (Madry et al.); ``kl`` starts at
+``x + 0.001 * N(0, I)`` (TRADES' reference code) because ``x' = x`` is a stationary point of the
+KL objective (its gradient is exactly 0 there), so ``loss="kl", random_start=False`` would not
+move. Gradients are summed over the batch, so each row's step is its own (sign of its gradient).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rayfal.models.mc_dropout import deterministic_dropout
+
+__all__ = ["fgsm", "pgd"]
+
+Clamp = tuple[float, float] | None
+
+
+def _check(eps: float, alpha: float, steps: int, loss: str, clamp: Clamp) -> None:
+    if loss not in ("ce", "kl"):
+        raise ValueError(f"unknown attack loss {loss!r}; expected 'ce' or 'kl'")
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    if int(steps) != steps or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    if steps > 0 and not alpha > 0:
+        raise ValueError(f"alpha (step size) must be > 0, got {alpha!r}")
+    if clamp is not None and not clamp[0] <= clamp[1]:
+        raise ValueError(f"clamp must be (low, high) with low <= high, got {clamp!r}")
+
+
+def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, clamp: Clamp) -> torch.Tensor:
+    x_adv = torch.minimum(torch.maximum(x_adv, x - eps), x + eps)
+    if clamp is not None:
+        x_adv = x_adv.clamp(clamp[0], clamp[1])
+    return x_adv
+
+
+def _noise(
+    x: torch.Tensor, kind: str, eps: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    dev = generator.device if generator is not None else x.device
+    if kind == "ce":
+        u = torch.rand(x.shape, generator=generator, device=dev, dtype=x.dtype)
+        return ((2.0 * u - 1.0) * eps).to(x.device)
+    return (0.001 * torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)).to(
+        x.device
+    )
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    eps: float,
+    alpha: float,
+    steps: int,
+    random_start: bool = True,
+    loss: str = "ce",
+    clamp: Clamp = (0.0, 1.0),
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """L-inf projected gradient ascent; returns the detached ``x_adv`` (same shape/device as x).
+
+    ``x_{k+1} = Proj_{B(x, eps) ∩ clamp}(x_k + alpha * sign(grad_x L(x_k)))`` for ``steps``
+    steps, with ``L`` the CE (``loss="ce"``, needs ``y``) or TRADES' ``KL(p(x) || p(x_k))``
+    (``loss="kl"``, no labels). ``clamp=None`` skips the range clamp (e.g. standardised tabular
+    features). ``generator`` (optional) makes the random start reproducible. See the module
+    docstring for the model's mode, MC dropout and DDP handling.
+    """
+    _check(eps, alpha, steps, loss, clamp)
+    if loss == "ce" and y is None:
+        raise ValueError("pgd(loss='ce') maximises the cross-entropy against y: pass labels y, "
+                         "or use loss='kl' (no labels needed)")
+    net = getattr(model, "module", model)
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.inference_mode(False), torch.enable_grad(), deterministic_dropout():
+            x0 = x.detach().clone()
+            if len(x0) == 0 or (steps == 0 and not random_start):
+                return x0
+            target = None
+            if loss == "ce":
+                y = y.detach().clone().to(x0.device)
+            else:
+                with torch.no_grad():
+                    target = F.softmax(net(x0).float(), dim=1)
+            x_adv = x0.clone()
+            if random_start:
+                x_adv = _project(x_adv + _noise(x0, loss, eps, generator), x0, eps, clamp)
+            for _ in range(int(steps)):
+                x_adv.requires_grad_(True)
+                logits = net(x_adv).float()
+                if loss == "ce":
+                    objective = F.cross_entropy(logits, y, reduction="sum")
+                else:
+                    objective = F.kl_div(F.log_softmax(logits, dim=1), target, reduction="sum")
+                (grad,) = torch.autograd.grad(objective, x_adv)
+                with torch.no_grad():
+                    x_adv = _project(x_adv + alpha * grad.sign(), x0, eps, clamp)
+            return x_adv.detach()
+    finally:
+        net.train(was_training)
+
+
+def fgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    clamp: Clamp = (0.0, 1.0),
+) -> torch.Tensor:
+    """Fast gradient sign method (Goodfellow et al. 2015): ``clamp(x + eps * sign(grad_x CE))``.
+
+    One PGD step of size ``eps`` from ``x`` (no random start); same model handling as :func:`pgd`.
+    """
+    return pgd(model, x, y, eps=eps, alpha=eps if eps > 0 else 1.0, steps=1,
+               random_start=False, loss="ce", clamp=clamp)

@@ -1,0 +1,104 @@
+"""Composed training modes: one robustness term plus one adversarial fairness term.
+
+A composed mode is named ``"<robust>+<fairness>"`` (either order is accepted) and gets the union
+of its parts' parameters, e.g. ``make_loss("trades+grad", beta=6.0, lam=0.5, eps=4/255)``.
+The robust part decides on which inputs the classifier is trained; the fairness part decides how
+the classifier reads the features and adds ``λ·CE(group head behind gradient reversal)``:
+
+* ``pgd_at+grad`` — ``CE(f(x_adv), y) + λ·CE_a(x_adv)``: PGD-CE attack on the plain classifier,
+  then the GRAD objective (Eq. 2) on the adversarial batch.
+* ``pgd_at+gba`` — the GBA objective (Eq. 4-8, mask computed at ``x_adv``) on the adversarial
+  batch.
+* ``trades+grad`` — ``CE(f(x), y) + β·KL(p(x) ‖ p(x_adv)) + λ·CE_a(x)``: the clean forward is
+  GRAD's (class and group logits from one pass), the adversarial forward is the plain classifier.
+
+Rejected, with an error naming the combination:
+
+* two robust terms (``pgd_at+trades``) or two fairness terms (``grad+gba``): they optimise the
+  same thing two ways; pick one;
+* ``trades+gba``: TRADES' KL would compare GBA's *masked* clean prediction (its mask needs the
+  clean features and group labels) with an *unmasked* adversarial one, which is not the TRADES
+  objective; use ``pgd_at+gba`` or ``trades+grad``;
+* anything with ``standard`` (the plain mode is what every other mode extends: use the other part
+  alone), a repeated part, or more than two parts.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from rayfal.training.modes import MODES, Batch, LossFn
+
+#: (robust, fairness) pairs that compose
+SUPPORTED: frozenset[tuple[str, str]] = frozenset(
+    {("pgd_at", "grad"), ("pgd_at", "gba"), ("trades", "grad")}
+)
+_REASONS = {
+    ("trades", "gba"): "TRADES' KL would compare GBA's masked clean prediction with an unmasked "
+                       "adversarial one; use 'pgd_at+gba' or 'trades+grad'",
+}
+
+
+def supported_compositions() -> list[str]:
+    return sorted(f"{r}+{f}" for r, f in SUPPORTED)
+
+
+def _reject(name: str, why: str) -> ValueError:
+    return ValueError(f"unsupported training mode combination '{name}': {why}. Supported "
+                      f"combinations: {', '.join(supported_compositions())}")
+
+
+def _split_params(parts: Sequence[str], factories: Sequence[Any],
+                  params: dict[str, Any]) -> list[dict[str, Any]]:
+    accepted = [set(inspect.signature(f).parameters) for f in factories]
+    out: list[dict[str, Any]] = [{} for _ in parts]
+    unknown = []
+    for key, value in params.items():
+        owners = [i for i, acc in enumerate(accepted) if key in acc]
+        if not owners:
+            unknown.append(key)
+        elif len(owners) > 1:
+            raise ValueError(f"parameter '{key}' is ambiguous in mode '{'+'.join(parts)}' "
+                             f"(taken by {[parts[i] for i in owners]})")
+        else:
+            out[owners[0]][key] = value
+    if unknown:
+        takes = "; ".join(f"'{p}' takes {sorted(a)}" for p, a in zip(parts, accepted, strict=True))
+        raise TypeError(f"training mode '{'+'.join(parts)}' got unknown parameter(s) "
+                        f"{sorted(unknown)}; {takes}")
+    return out
+
+
+def compose(parts: Sequence[str], **params: Any) -> LossFn:
+    """The loss of a ``robust+fairness`` composition (see the module docstring)."""
+    name = "+".join(parts)
+    if len(parts) != 2:
+        raise _reject(name, "compose exactly one robust mode with one fairness mode")
+    if parts[0] == parts[1]:
+        raise _reject(name, f"'{parts[0]}' is repeated")
+    factories = [MODES.get(p) for p in parts]  # unknown names: KeyError listing the known ones
+    roles = [getattr(f, "role", "base") for f in factories]
+    if "base" in roles:
+        base = parts[roles.index("base")]
+        raise _reject(name, f"'{base}' does not compose; use the other mode alone")
+    if roles[0] == roles[1]:
+        kind = "robustness" if roles[0] == "robust" else "fairness"
+        raise _reject(name, f"'{parts[0]}' and '{parts[1]}' are both {kind} terms; pick one")
+    r_i = roles.index("robust")
+    pair = (parts[r_i], parts[1 - r_i])
+    if pair not in SUPPORTED:
+        raise _reject(name, _REASONS.get(pair, "this pair is not implemented"))
+    kwargs = _split_params(parts, factories, params)
+    robust = factories[r_i](**kwargs[r_i])
+    fair = factories[1 - r_i](**kwargs[1 - r_i])
+
+    def loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        return robust.term(model, batch, fair.forward)
+
+    loss.robust = robust  # type: ignore[attr-defined]
+    loss.fair = fair  # type: ignore[attr-defined]
+    return loss
