@@ -264,3 +264,27 @@ def test_build_model_auto_and_kwargs() -> None:
         build_model("cnn", (3, 12, 8), 2)
     with pytest.raises(TypeError):
         build_model("mlp", (4,), 2, width=3)  # width is a CNN-only setting
+
+
+def test_cached_trunk_equals_uncached_under_the_same_masks():
+    """Issue 3: running the deterministic trunk once and only the head T times gives the same
+    MC probabilities as running the whole model on the batch replicated T times (baal's
+    replicate_in_memory), when both use the same (row-keyed) dropout masks."""
+    import numpy as np
+    import torch
+
+    from rayfal.models import build_model
+    from rayfal.models.predict import mc_probs
+
+    torch.manual_seed(0)
+    model = build_model("cnn", (3, 16, 16), 3, width=8, hidden=16, dropout=0.5).eval()
+    x = torch.rand(37, 3, 16, 16)
+    keys = np.arange(1000, 1037) * 3
+    cached = mc_probs(model, x, mc_samples=6, batch_size=10, generator_seed=5, row_keys=keys)
+    naive = mc_probs(model, x, mc_samples=6, batch_size=16, generator_seed=5, row_keys=keys,
+                     cache_trunk=False)
+    assert cached.shape == (37, 3, 6)
+    assert np.allclose(cached, naive, atol=1e-5)
+    assert cached.std(axis=2).max() > 1e-3  # the samples really differ (dropout is on)
+    other = mc_probs(model, x, mc_samples=6, generator_seed=6, row_keys=keys)
+    assert not np.allclose(cached, other)

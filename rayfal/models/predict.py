@@ -54,6 +54,7 @@ def mc_probs(
     batch_size: int = 512,
     generator_seed: int | None = None,
     row_keys: np.ndarray | None = None,
+    cache_trunk: bool = True,
 ) -> np.ndarray:
     """Class probabilities ``[N, C, T]`` from ``T = mc_samples`` MC-dropout passes.
 
@@ -62,6 +63,10 @@ def mc_probs(
     repeated T times in one call. With ``row_keys`` (e.g. row_ids) the dropout masks are a pure
     function of ``(generator_seed, key)`` (:class:`RowKeyedMasks`): results do not depend on
     batching. Otherwise ``generator_seed`` seeds torch's global RNG once.
+
+    ``cache_trunk=False`` is the naive path (baal's ``replicate_in_memory``): the whole model
+    runs on the batch repeated T times. With ``row_keys`` both paths use the same masks and
+    give the same probabilities; the cached one skips T-1 trunk passes.
     """
     was_training = model.training
     model.eval()
@@ -71,15 +76,19 @@ def mc_probs(
     out = []
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size].to(device, non_blocking=True)
-        z = model.embed(xb)
-        n = z.shape[0]
-        zt = z.repeat(mc_samples, 1)  # [T*n, D], sample-major
+        n = xb.shape[0]
+        if cache_trunk:
+            zt = model.embed(xb).repeat(mc_samples, 1)  # [T*n, D], sample-major
+            run = model.head
+        else:
+            zt = xb.repeat(mc_samples, *([1] * (xb.dim() - 1)))  # [T*n, ...], sample-major
+            run = model
         if row_keys is not None:
             masks = RowKeyedMasks(row_keys[start : start + n], mc_samples, generator_seed or 0)
             with dropout_masks(masks):
-                logits = model.head(zt)
+                logits = run(zt)
         else:
-            logits = model.head(zt)
+            logits = run(zt)
         logits = logits.reshape(mc_samples, n, -1)
         probs = torch.softmax(logits.float(), dim=-1).permute(1, 2, 0)  # [n, C, T]
         out.append(probs.cpu().numpy().astype(np.float64))
