@@ -75,6 +75,35 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from rayfal import submit
+
+    job_id = submit.submit(args.job, args.address, overrides=args.set, run_dir=args.run_dir,
+                           resume=args.resume, submission_id=args.submission_id)
+    print(f"submitted {args.job} as {job_id} to {args.address}")
+    if args.follow:
+        final = submit.follow(args.address, job_id)
+        print(f"{job_id}: {final}")
+        return 0 if final == "SUCCEEDED" else 1
+    return 0
+
+
+def _cmd_job(args: argparse.Namespace) -> int:
+    from rayfal import submit
+
+    if args.command == "status":
+        print(submit.status(args.address, args.job_id))
+    elif args.command == "logs":
+        if args.follow:
+            final = submit.follow(args.address, args.job_id)
+            print(f"{args.job_id}: {final}")
+        else:
+            print(submit.logs(args.address, args.job_id))
+    else:
+        print("stopped" if submit.stop(args.address, args.job_id) else "not running")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rayfal", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -94,6 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", help="output folder (default <first run dir>/report)")
     rep.add_argument("--at-frac", type=float, help="labelled fraction of the table (default: last)")
     rep.set_defaults(fn=_cmd_report)
+
+    sm = sub.add_parser("submit", help="submit a job file to a Ray cluster's Jobs API")
+    sm.add_argument("job")
+    sm.add_argument("--address", required=True, help="Jobs API, e.g. http://HEAD:8265")
+    sm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sm.add_argument("--run-dir", help="run directory on the cluster (shared storage)")
+    sm.add_argument("--resume", action="store_true")
+    sm.add_argument("--submission-id")
+    sm.add_argument("--follow", action="store_true", help="stream logs until the job ends")
+    sm.set_defaults(fn=_cmd_submit)
+    for name, text in (("status", "job status"), ("logs", "job logs"), ("stop", "stop a job")):
+        jp = sub.add_parser(name, help=text)
+        jp.add_argument("job_id")
+        jp.add_argument("--address", required=True, help="Jobs API, e.g. http://HEAD:8265")
+        if name == "logs":
+            jp.add_argument("--follow", action="store_true")
+        jp.set_defaults(fn=_cmd_job)
 
     sc = sub.add_parser("score", help="score a Parquet pool with a checkpoint (exactly once)")
     sc.add_argument("--pool", required=True, help="Parquet glob or directory")
@@ -132,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         return args.fn(args)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, FileNotFoundError, ValueError, ConnectionError) as exc:
         print(f"rayfal: error: {exc}", file=sys.stderr)
         return 2
 

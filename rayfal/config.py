@@ -64,6 +64,7 @@ class TrainingConfig:
     num_workers: int = 0
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
+    placement_strategy: str = "PACK"
 
 
 @dataclass
@@ -92,6 +93,7 @@ class ScoringConfig:
     cpus_per_actor: float | str = "auto"
     gpus_per_actor: float = 0.0
     mc_samples: int = 20
+    scheduling_strategy: str = "SPREAD"
 
 
 @dataclass

@@ -204,10 +204,12 @@ class Campaign:
             **group_fracs("labelled", data["group"], ctx.groups),
             "train_seconds": t1 - t0, "eval_seconds": t2 - t1,
             "train_loss": float(train_logs.get("train_ce", float("nan"))),
+            "train_workers": int(train_logs.get("world_size", 1)),
+            "train_nodes": len(str(train_logs.get("train_nodes", "")).split(",")),
         }
         selected = np.zeros(0, np.int64)
         pool_counts: dict[int, int] = {}
-        score_seconds = 0.0
+        score_seconds, score_nodes = 0.0, 0
         if query:
             strategy = make_strategy(self.campaign.strategy, seed=self.seed, round=r,
                                      **self.campaign.params)
@@ -222,7 +224,7 @@ class Campaign:
             if len(np.unique(selected)) != len(selected) or np.isin(selected, ids).any():
                 raise RuntimeError(f"strategy '{strategy.name}' selected repeated/labelled rows")
             pool_counts = dict(res.candidates.group_counts)
-            score_seconds = res.seconds
+            score_seconds, score_nodes = res.seconds, res.nodes
         sel_labels = self._oracle(selected) if len(selected) else np.zeros(0, np.int64)
         sel_groups = self._groups(selected) if len(selected) else np.zeros(0, np.int64)
         rec.update(group_fracs("query", sel_groups, ctx.groups) if query else
@@ -230,6 +232,7 @@ class Campaign:
         rec.update(group_fracs("pool", pool_counts, ctx.groups) if query else
                    group_fracs("pool", pool.group_counts(exclude=ids), ctx.groups))
         rec.update({"n_queried": int(len(selected)), "score_seconds": score_seconds,
+                    "score_nodes": score_nodes,
                     "selected": selected.tolist(), "selected_labels": sel_labels.tolist()})
         atomic_write_text(self.dir / "rounds" / f"round_{r:03d}.json", json.dumps(rec))
         if len(selected):

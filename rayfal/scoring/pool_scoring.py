@@ -91,6 +91,7 @@ class PoolScorer:
         self.mc_samples = mc_samples
         self.seed, self.round = seed, round
         self.passthrough = tuple(passthrough)
+        self.node = np.int64(int(ray.get_runtime_context().get_node_id()[:15], 16))
         self.model = None
         if self.strategy.needs_probs:
             from safetensors.torch import load as load_safetensors
@@ -127,7 +128,8 @@ class PoolScorer:
             if len(row_id)
             else np.zeros(0, np.float64)
         )
-        out = {S.ROW_ID: row_id, S.GROUP: group, "score": score}
+        out = {S.ROW_ID: row_id, S.GROUP: group, "score": score,
+               "node": np.full(len(row_id), self.node, np.int64)}
         for col in self.passthrough:
             out[col] = np.asarray(batch[col])[keep]
         return out
@@ -163,6 +165,7 @@ class ScoringResult:
     seconds: float
     workers: int
     actor_pool: bool
+    nodes: int = 1
 
 
 def score_pool(
@@ -205,7 +208,7 @@ def score_pool(
             use_gpu=plan.gpus > 0,
     )
     common = dict(num_cpus=plan.cpus, num_gpus=plan.gpus or None, batch_size=cfg.batch_size,
-                  batch_format="numpy")
+                  batch_format="numpy", scheduling_strategy=cfg.scheduling_strategy)
     actors = use_actor_pool(cfg, pool.num_rows)
     if actors:
         scored = ds.map_batches(PoolScorer, fn_constructor_kwargs=scorer_kwargs,
@@ -214,12 +217,14 @@ def score_pool(
         scored = ds.map_batches(score_batch_task, fn_kwargs=scorer_kwargs,
                                 compute=ray.data.TaskPoolStrategy(size=plan.size), **common)
     reducer = CandidateReducer(strat, budget)
+    nodes: set[int] = set()
     total = pool.num_rows - len(labelled)
     with tqdm(
         total=total, desc=f"  score {strategy}", unit="row", leave=False, disable=not progress
     ) as bar:
         for out in scored.iter_batches(batch_size=None, batch_format="numpy"):
             reducer.add(out[S.ROW_ID], out[S.GROUP], out["score"])
+            nodes.update(np.unique(out["node"]).tolist())
             bar.update(len(out[S.ROW_ID]))
     if reducer.rows_seen != total:
         raise RuntimeError(
@@ -227,5 +232,6 @@ def score_pool(
             "a shard was lost or duplicated"
         )
     return ScoringResult(
-        reducer.result(), reducer.rows_seen, time.perf_counter() - t0, plan.size, actors
+        reducer.result(), reducer.rows_seen, time.perf_counter() - t0, plan.size, actors,
+        len(nodes),
     )

@@ -182,7 +182,8 @@ def score_to_parquet(
             passthrough=(PATH_COLUMN,),
         )
         common = dict(num_cpus=plan.cpus, num_gpus=plan.gpus or None,
-                      batch_size=cfg.batch_size, batch_format="numpy")
+                      batch_size=cfg.batch_size, batch_format="numpy",
+                      scheduling_strategy=cfg.scheduling_strategy)
         if cfg.compute == "tasks":
             scored = ds.map_batches(score_batch_task, fn_kwargs=kwargs,
                                     compute=ray.data.TaskPoolStrategy(size=plan.size), **common)

@@ -54,6 +54,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
     logs["train_compute_seconds"] = time.perf_counter() - t0
     logs["world_size"] = float(world)
+    node = ray.get_runtime_context().get_node_id()
+    nodes = [node] * world
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_gather_object(nodes, node)
+    logs["train_nodes"] = ",".join(sorted(set(nodes)))
     if rank == 0:
         # In local mode (num_workers=0) Ray Train keeps the checkpoint where it is, so the
         # driver copies and removes it; a worker group persists it to storage_path itself.
@@ -104,6 +111,7 @@ def fit_round(
         num_workers=workers,
         use_gpu=training.use_gpu,
         resources_per_worker=None if workers == 0 else {"CPU": training.cpus_per_worker},
+        placement_strategy=training.placement_strategy,
     )
     trainer = TorchTrainer(
         train_loop_per_worker,
