@@ -89,8 +89,9 @@ def pgd(
     ``x_{k+1} = Proj_{B(x, eps) ∩ clamp}(x_k + alpha * sign(grad_x L(x_k)))`` for ``steps``
     steps, with ``L`` the CE (``loss="ce"``, needs ``y``) or TRADES' ``KL(p(x) || p(x_k))``
     (``loss="kl"``, no labels). ``clamp=None`` skips the range clamp (e.g. standardised tabular
-    features). ``generator`` (optional) makes the random start reproducible. See the module
-    docstring for the model's mode, MC dropout and DDP handling.
+    features); an ``x`` outside the clamp range is clamped into it, so then the result may lie
+    farther than eps from ``x``. ``generator`` (optional) makes the random start reproducible.
+    See the module docstring for the model's mode, MC dropout and DDP handling.
     """
     _check(eps, alpha, steps, loss, clamp)
     if loss == "ce" and y is None:

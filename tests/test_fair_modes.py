@@ -252,7 +252,8 @@ def test_grad_mode_is_eq2_with_a_reversed_group_gradient() -> None:
     data = _data(6, n=16)
     model.train()
     loss, logs = make_loss("grad", lam=0.4)(model, data)
-    logits, glogits, _ = model.forward_with_groups(data["x"])
+    with torch.no_grad():
+        logits, glogits, _ = model.forward_with_groups(data["x"])
     ce, gce = F.cross_entropy(logits, data["y"]), F.cross_entropy(glogits, data["group"])
     assert float(loss.detach()) == pytest.approx(float(ce + 0.4 * gce), rel=1e-6)  # Eq. 2's value
     assert logs["ce"] == pytest.approx(float(ce)) and logs["group_ce"] == pytest.approx(float(gce))
@@ -278,24 +279,28 @@ def test_pgd_at_is_cross_entropy_on_the_pgd_batch() -> None:
     torch.manual_seed(11)
     x_adv = pgd(ref, data["x"], data["y"], clamp=None, **ATTACK)
     assert model.training
-    want = F.cross_entropy(ref(x_adv), data["y"])
+    with torch.no_grad():
+        want = F.cross_entropy(ref(x_adv), data["y"])
+        clean = F.cross_entropy(ref(data["x"]), data["y"])
     assert float(loss.detach()) == pytest.approx(float(want), rel=1e-6)
-    assert float(want) > float(F.cross_entropy(model(data["x"]), data["y"]))
+    assert float(want) > float(clean)
 
 
 def test_trades_is_ce_plus_beta_kl_on_the_kl_attack() -> None:
     model = _fair(8).train()
     data = _data(8, n=16)
     ref = copy.deepcopy(model)
+    attack = {"eps": 0.5, "alpha": 0.25, "steps": 2}
     torch.manual_seed(12)
-    loss, logs = make_loss("trades", beta=3.0, **ATTACK)(model, data)
+    loss, logs = make_loss("trades", beta=3.0, **attack)(model, data)
     torch.manual_seed(12)
-    x_adv = pgd(ref, data["x"], None, loss="kl", clamp=None, **ATTACK)
-    clean, adv = ref(data["x"]), ref(x_adv)
+    x_adv = pgd(ref, data["x"], None, loss="kl", clamp=None, **attack)
+    with torch.no_grad():
+        clean, adv = ref(data["x"]), ref(x_adv)
     kl = (F.softmax(clean, 1) * (F.log_softmax(clean, 1) - F.log_softmax(adv, 1))).sum(1).mean()
     ce = F.cross_entropy(clean, data["y"])
-    assert logs["kl"] == pytest.approx(float(kl), rel=1e-5) and float(kl) > 0
-    assert float(loss) == pytest.approx(float(ce + 3.0 * kl), rel=1e-5)
+    assert logs["kl"] == pytest.approx(float(kl), rel=1e-4) and float(kl) > 1e-3
+    assert float(loss.detach()) == pytest.approx(float(ce + 3.0 * kl), rel=1e-5)
     assert make_loss("trades").beta == 6.0  # the paper's default
 
 
@@ -328,7 +333,7 @@ def test_each_mode_lowers_its_loss_in_a_few_steps(mode: str) -> None:
     torch.manual_seed(1)
     for _ in range(25):
         loss, logs = loss_fn(model, data)
-        assert torch.isfinite(loss) and logs["loss"] == pytest.approx(float(loss))
+        assert torch.isfinite(loss) and logs["loss"] == pytest.approx(float(loss.detach()))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -422,7 +427,7 @@ def test_modes_run_through_a_ddp_wrapper(mode: str, tmp_path) -> None:
             lb, _ = loss_fn(bare, data)
             torch.manual_seed(step)
             lw, _ = loss_fn(wrapped, data)
-            assert float(lw) == pytest.approx(float(lb), rel=1e-5)
+            assert float(lw.detach()) == pytest.approx(float(lb.detach()), rel=1e-5)
             for m in (bare, wrapped):
                 m.zero_grad()
             lb.backward()
