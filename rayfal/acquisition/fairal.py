@@ -24,8 +24,17 @@ logistic regression ``z = x W + b`` minimising ::
 
     J(W, b) = (1/n) sum_j CE(y_j, link(x_j W + b)) + (l2/2) ||W||_F^2      (bias not penalised)
 
-by ``steps`` deterministic full-batch gradient-descent steps of size ``lr``, warm-started from
-the current head: ``W <- W - lr (X^T (P - Y) / n + l2 W)``, ``b <- b - lr 1^T (P - Y) / n``.
+(``n = |L| + 1`` rows) by ``steps`` deterministic full-batch gradient-descent steps of size
+``lr``, warm-started from the current head: ``W <- W - lr (X^T (P - Y) / n + l2 W)``,
+``b <- b - lr 1^T (P - Y) / n`` (:class:`RefitConfig`). Option ``method="newton"`` (sigmoid head):
+one damped Newton step instead, which :func:`fairal_fast` evaluates for all candidates at
+``O(|F| D)`` each by Sherman-Morrison, the Hessian of ``L ∪ {x}`` being the Hessian of ``L`` plus
+a rank-one term (:func:`_chunk_newton_unfairness`).
+
+Where the sources are open: the original FAL paper is not among the provided texts (PANDA §2
+and §4.1 and JIN only describe it), so the score normalisation above, the hard-prediction
+measures and the refit learner are this module's documented choices; PANDA's experiments use
+``alpha = 0.6`` (§4.3).
 
 Unfairness measures (``measure=``), all on *hard* predictions ``y_hat = argmax_k p(k|x)``
 (sigmoid: ``y_hat = 1[z > 0]``) of the refitted head on the fairness set, as in
@@ -82,6 +91,7 @@ __all__ = [
     "refit_head",
     "resolve_alpha",
     "unfairness",
+    "unfairness_batched",
 ]
 
 MEASURES = ("dp", "eo", "mi")
@@ -137,14 +147,23 @@ class LogisticHead:
 
 @dataclass(frozen=True)
 class RefitConfig:
-    """Deterministic full-batch gradient descent on the L2-penalised mean cross-entropy."""
+    """How a refit minimises the L2-penalised mean cross-entropy ``J`` (module docstring).
+
+    ``method="gd"``: ``steps`` full-batch gradient steps of size ``lr``. ``method="newton"``:
+    ``steps`` (damped, size ``lr``) Newton steps ``theta <- theta - lr H^{-1} grad J`` on the
+    sigmoid head only; :func:`fairal_fast` supports exactly one Newton step (then every refit's
+    Hessian is a shared matrix plus a rank-one term, see :func:`_chunk_newton_unfairness`).
+    One Newton step from a head fitted on ``L`` is the classical one-step / influence-function
+    estimate of the refit on ``L ∪ {(x, k)}``. Newton needs ``H`` invertible: use ``l2 > 0``.
+    """
 
     steps: int = 20
     lr: float = 0.5
     l2: float = 1e-3
+    method: str = "gd"
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.lr <= 0 or self.l2 < 0:
+        if self.steps < 0 or self.lr <= 0 or self.l2 < 0 or self.method not in ("gd", "newton"):
             raise ValueError(f"invalid RefitConfig {self}")
 
 
@@ -166,13 +185,15 @@ def _targets(y: Tensor, c_out: int, dtype: torch.dtype) -> Tensor:
 
 
 def refit_head(head: LogisticHead, x: Tensor, y: Tensor, cfg: RefitConfig) -> LogisticHead:
-    """``cfg.steps`` gradient steps on ``J(W, b)`` over ``(x, y)``, warm-started from ``head``.
-
-    One refit at a time (the reference path); see the module docstring for ``J``.
+    """``cfg.steps`` gradient (or, ``method="newton"``, Newton) steps on ``J(W, b)`` over
+    ``(x, y)``, warm-started from ``head``. One refit at a time (the reference path); see the
+    module docstring for ``J``.
     """
     w, b = head.weight.clone(), head.bias.clone()
     t = _targets(y, w.shape[1], w.dtype)
     n = x.shape[0]
+    if cfg.method == "newton":
+        return _newton_refit(head, x, t, cfg)
     for _ in range(cfg.steps):
         r = _link(x @ w + b) - t
         gw = x.T @ r / n + cfg.l2 * w
@@ -180,6 +201,27 @@ def refit_head(head: LogisticHead, x: Tensor, y: Tensor, cfg: RefitConfig) -> Lo
         w = w - cfg.lr * gw
         b = b - cfg.lr * gb
     return LogisticHead(w, b)
+
+
+def _newton_refit(head: LogisticHead, x: Tensor, t: Tensor, cfg: RefitConfig) -> LogisticHead:
+    """Damped Newton steps on ``J`` for the sigmoid head, explicit Hessian and solve (reference).
+
+    With ``theta = [W; b]`` and ``X~ = [X 1]``: ``grad = X~^T (p - y) / n + l2 L theta``,
+    ``H = X~^T diag(p (1 - p)) X~ / n + l2 L`` (``L`` = identity without the bias entry).
+    """
+    if head.weight.shape[1] != 1:
+        raise ValueError("method 'newton' supports the binary (one-column sigmoid) head only")
+    n, d = x.shape
+    xa = torch.cat([x, torch.ones(n, 1, dtype=x.dtype)], dim=1)
+    theta = torch.cat([head.weight[:, 0], head.bias])
+    pen = torch.ones(d + 1, dtype=x.dtype)
+    pen[d] = 0.0
+    for _ in range(cfg.steps):
+        p = torch.sigmoid(xa @ theta)
+        grad = xa.T @ (p - t[:, 0]) / n + cfg.l2 * pen * theta
+        hess = (xa.T * (p * (1 - p))) @ xa / n + torch.diag(cfg.l2 * pen)
+        theta = theta - cfg.lr * torch.linalg.solve(hess, grad)
+    return LogisticHead(theta[:d, None].clone(), theta[d:].clone())
 
 
 def fit_logistic_head(
@@ -199,6 +241,8 @@ def fit_logistic_head(
     xt = _as_tensor(x, dtype)
     yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
     binary = (n_labels == 2) if binary is None else binary
+    if binary and n_labels != 2:
+        raise ValueError(f"a binary (sigmoid) head has 2 labels, got n_labels={n_labels}")
     c_out = 1 if binary else n_labels
     head = LogisticHead(torch.zeros(xt.shape[1], c_out, dtype=dtype), torch.zeros(c_out, dtype=dtype))
     return refit_head(head, xt, yt, RefitConfig(steps=steps, lr=lr, l2=l2))
@@ -267,8 +311,9 @@ class _FairnessSet:
         self.x = x
         self.measure = measure
         self.k = n_labels
-        dtype = x.dtype
-        self.gmat = torch.nn.functional.one_hot(torch.from_numpy(inv.reshape(-1)).long()).T.to(dtype)
+        # counts and rates in float64 whatever the compute dtype of the refits
+        self.gmat = torch.nn.functional.one_hot(
+            torch.from_numpy(inv.reshape(-1)).long()).T.to(torch.float64)
         self.n = x.shape[0]
         self.group_sizes = self.gmat.sum(1)  # [A]
         if y is not None:
@@ -315,6 +360,21 @@ class _FairnessSet:
             rates = (gc[defined] @ indicator(c)) / sizes[defined][:, None]  # [A', M]
             worst = torch.maximum(worst, rates.amax(0) - rates.amin(0))
         return worst
+
+
+def unfairness_batched(
+    y_pred: ArrayLike | Tensor, groups: ArrayLike, y_true: ArrayLike | None = None, *,
+    measure: str = "dp", n_labels: int = 2,
+) -> np.ndarray:
+    """:func:`unfairness` of every column of hard predictions ``y_pred`` ``[n, M]`` at once
+    (the vectorised form used by :func:`fairal_fast`; group/label indicator matrices times
+    prediction indicators). Returns ``[M]`` float64."""
+    preds = torch.as_tensor(np.asarray(y_pred), dtype=torch.long)
+    if preds.ndim == 1:
+        preds = preds[:, None]
+    fair = _FairnessSet(torch.zeros(preds.shape[0], 0, dtype=torch.float64), groups, y_true,
+                        measure, n_labels)
+    return fair.batched(preds).numpy()
 
 
 # --------------------------------------------------------------------------- scores
@@ -499,6 +559,55 @@ def _chunk_refit_unfairness(inp: _Inputs, x_chunk: Tensor, cfg: RefitConfig) -> 
     return inp.fair.batched(_hard(z_f)).reshape(m, k)
 
 
+def _chunk_newton_unfairness(inp: _Inputs, x_chunk: Tensor, cfg: RefitConfig) -> Tensor:
+    """``F_k(x)`` ``[m, 2]`` for one damped Newton step (sigmoid head), by Sherman-Morrison.
+
+    At the warm start ``theta0`` every refit's Hessian is ``A + (s_e / n') x~ x~^T`` with the
+    shared ``A = X~_L^T S X~_L / n' + l2 L`` (``n' = |L| + 1``, ``s_e = p_e (1 - p_e)``) and its
+    gradient is ``g0 + c_k x~`` with the shared ``g0 = X~_L^T (p - y) / n' + l2 L theta0`` and
+    ``c_k = (p_e - k) / n'``. Hence ``H^{-1} grad = a0 + gamma_k u`` with ``a0 = A^{-1} g0``,
+    ``u = A^{-1} x~``, ``beta = (s_e / n') / (1 + (s_e / n') x~^T u)`` and
+    ``gamma_k = c_k - beta (x~^T a0 + c_k x~^T u)``; the fairness-set logits after the step are
+    ``X~_F (theta0 - lr a0) - lr gamma_k (X~_F A^{-1}) x~``: ``O(|F| D)`` per candidate.
+    """
+    x_l, head = inp.x_l, inp.head
+    if head.weight.shape[1] != 1:
+        raise ValueError("method 'newton' supports the binary (one-column sigmoid) head only")
+    if cfg.steps != 1:
+        raise ValueError("fairal_fast supports exactly one Newton step (RefitConfig(steps=1, "
+                         "method='newton')); use method='gd' or fairal_reference")
+    n, d = x_l.shape
+    n_aug = n + 1
+    dtype = x_l.dtype
+    xa = torch.cat([x_l, torch.ones(n, 1, dtype=dtype)], dim=1)
+    theta = torch.cat([head.weight[:, 0], head.bias])
+    pen = torch.ones(d + 1, dtype=dtype)
+    pen[d] = 0.0
+    p = torch.sigmoid(xa @ theta)
+    y = inp.y_l.to(dtype)
+    g0 = xa.T @ (p - y) / n_aug + cfg.l2 * pen * theta
+    a_mat = (xa.T * (p * (1 - p))) @ xa / n_aug + torch.diag(cfg.l2 * pen)
+    a0 = torch.linalg.solve(a_mat, g0)
+    xf = torch.cat([inp.fair.x, torch.ones(inp.fair.n, 1, dtype=dtype)], dim=1)
+    m_f = torch.linalg.solve(a_mat, xf.T).T  # X~_F A^{-1} (A symmetric)
+    z_base = xf @ (theta - cfg.lr * a0)  # [nf]
+    xe = torch.cat([x_chunk, torch.ones(len(x_chunk), 1, dtype=dtype)], dim=1)  # [m, D+1]
+    u = torch.linalg.solve(a_mat, xe.T)  # [D+1, m]
+    q = (xe * u.T).sum(1)
+    t_e = xe @ a0
+    p_e = torch.sigmoid(xe @ theta)
+    se = p_e * (1 - p_e) / n_aug
+    beta = se / (1 + se * q)
+    v = m_f @ xe.T  # [nf, m]
+    out = []
+    for k in (0, 1):
+        c_k = (p_e - k) / n_aug
+        gamma = c_k - beta * (t_e + c_k * q)
+        z_f = z_base[:, None] - cfg.lr * gamma[None, :] * v
+        out.append(inp.fair.batched((z_f > 0).long()))
+    return torch.stack(out, dim=1)
+
+
 def fairal_fast(
     head: LogisticHead,
     x_labelled: ArrayLike | Tensor,
@@ -519,25 +628,28 @@ def fairal_fast(
 
     Candidates are processed ``chunk_size`` at a time; by default the chunk is the largest with
     ``m K C_out (2 |L| + |F| + 4 D) <= max_elements`` (the floats held by one chunk's tensors:
-    logits/residuals on ``L``, logits on the fairness set, weights and gradients), so memory is
-    bounded whatever the number of candidates (default ``2^22`` floats = 32 MiB in float64).
+    logits/residuals on ``L``, logits on the fairness set, weights and gradients; for one Newton
+    step ``m (4 |F| + 3 D)``), so memory is bounded whatever the number of candidates (default
+    ``2^22`` floats = 32 MiB in float64).
     """
     inp = _prepare(head, x_labelled, y_labelled, x_cand, x_fair, groups_fair, y_fair, measure, dtype)
     k, c = inp.head.n_labels, inp.head.weight.shape[1]
     n, d = inp.x_l.shape
     if chunk_size is None:
-        per_cand = k * c * (2 * n + inp.fair.n + 4 * d)
+        if refit.method == "newton":
+            per_cand = 4 * inp.fair.n + 3 * (d + 1)
+        else:
+            per_cand = k * c * (2 * n + inp.fair.n + 4 * d)
         chunk_size = max(1, max_elements // max(per_cand, 1))
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     n_cand = inp.x_c.shape[0]
     per_label = np.zeros((n_cand, k))
+    chunk_fn = _chunk_newton_unfairness if refit.method == "newton" else _chunk_refit_unfairness
     with torch.no_grad():
         for start in range(0, n_cand, chunk_size):
             xc = inp.x_c[start : start + chunk_size]
-            per_label[start : start + len(xc)] = (
-                _chunk_refit_unfairness(inp, xc, refit).double().numpy()
-            )
+            per_label[start : start + len(xc)] = chunk_fn(inp, xc, refit).double().numpy()
     return _finish(inp, per_label, alpha)
 
 

@@ -1,0 +1,380 @@
+"""PANDA: parity-constrained meta active learning (Sharaf, Daumé III & Ni, FAccT 2022).
+
+The pieces of the method that do not depend on the meta-training loop (which lives in
+:mod:`rayfal.acquisition.panda_meta`):
+
+* :class:`PandaPolicy`, the selection policy ``pi`` of §3.3: a Transformer encoder over the
+  pool items as an *unordered* set (no positional encoding, footnote 1), then a linear layer
+  to one logit per item (the "final linear softmax layer" giving ``Q``). Its Gumbel
+  temperature is a parameter (``log_temperature``) learned during meta-training (§4.2: "the
+  initial value for the Gumbel-Softmax temperature ... is then learned adaptively").
+* :func:`gumbel_top_b`, hard Gumbel-top-B (Kool et al. 2019; Vieira 2014), §3.3: perturb the
+  logits with i.i.d. Gumbel(0) noise and take the B largest, a sample of B distinct items
+  without replacement from ``Q = softmax(logits)``. Because the policy is agnostic to the
+  current classifier (§3.3), the B picks of ACTIVELEARNSIM (Algorithm 1, lines 10-11) are made
+  in a single step.
+* :func:`relaxed_top_b`, the differentiable relaxation used during meta-training. The paper
+  does not spell it out beyond "Gumbel-Softmax reparameterization" + Gumbel-top-B; we use the
+  successive-softmax relaxation of the top-B (Plötz & Roth 2018; Xie & Ermon 2019): with
+  perturbed logits ``s = logits + G``, for ``j = 1..B``: ``a_j = softmax(s / tau)``,
+  ``s <- s + log(1 - a_j)``; the soft B-hot weights are ``w = sum_j a_j`` (``w >= 0``,
+  ``sum w = B``), which tend to the hard Gumbel-top-B indicator as ``tau -> 0``. (At high
+  temperature an item's weight can exceed 1, the masks ``log(1 - a_j) / tau`` being weak; the
+  learner normalises by ``sum w = B`` either way.)
+* :func:`simulate` = ACTIVELEARNSIM (Algorithm 1, lines 8-15) unrolled: a linear (softmax)
+  classifier trained by ``steps`` full-batch gradient steps of size ``lr`` on the softly
+  selected items (per-item weights ``w``), differentiable end to end w.r.t. the policy.
+* Disparity surrogates (Table 1) on the *soft* prediction ``h(x) = P(y_hat = 1 | x)``
+  (positive class 1) instead of the hard ``1[...]``: :func:`soft_demographic_parity`,
+  :func:`soft_error_rate_balance`, :func:`soft_equalized_odds`. On 0/1 predictions they are
+  exactly :func:`rayfal.fairness.metrics.panda_demographic_parity`,
+  :func:`~rayfal.fairness.metrics.error_rate_balance` and
+  :func:`~rayfal.fairness.metrics.panda_equalized_odds`.
+* :func:`select`: test-time selection in one forward pass (hard top-B).
+* :func:`save_policy` / :func:`load_policy`: safetensors + JSON (no pickle).
+
+Attention over the whole pool costs ``O(N^2)`` memory per layer and head: apply the policy to a
+pool (or a subsample of it) of at most a few thousand items.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+__all__ = [
+    "DISPARITIES",
+    "InnerConfig",
+    "PandaPolicy",
+    "SimResult",
+    "gumbel_noise",
+    "gumbel_top_b",
+    "inner_fit",
+    "load_policy",
+    "relaxed_top_b",
+    "save_policy",
+    "select",
+    "simulate",
+    "soft_demographic_parity",
+    "soft_equalized_odds",
+    "soft_error_rate_balance",
+]
+
+POLICY_WEIGHTS = "policy.safetensors"
+POLICY_META = "policy.json"
+
+
+# --------------------------------------------------------------------------- the policy
+
+
+class PandaPolicy(nn.Module):
+    """``pi``: input projection, Transformer encoder without positional encoding, linear
+    layer to one logit per item (§3.3, §4.2); plus the learnable Gumbel temperature.
+
+    ``forward(x)`` maps ``[N, in_dim]`` (one pool) or ``[T, N, in_dim]`` (T pools) to logits
+    ``[N]`` / ``[T, N]``; permuting the items permutes the logits (no positions). ``config``
+    is JSON-able and rebuilds the module (:func:`load_policy`).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        *,
+        d_model: int = 32,
+        n_heads: int = 4,
+        n_layers: int = 1,
+        dim_feedforward: int = 64,
+        dropout: float = 0.0,
+        init_temperature: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if init_temperature <= 0:
+            raise ValueError(f"init_temperature must be > 0, got {init_temperature}")
+        self.config: dict[str, Any] = {
+            "in_dim": int(in_dim),
+            "d_model": int(d_model),
+            "n_heads": int(n_heads),
+            "n_layers": int(n_layers),
+            "dim_feedforward": int(dim_feedforward),
+            "dropout": float(dropout),
+            "init_temperature": float(init_temperature),
+        }
+        self.input = nn.Linear(in_dim, d_model)
+        layer = nn.TransformerEncoderLayer(
+            d_model, n_heads, dim_feedforward, dropout, batch_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.score = nn.Linear(d_model, 1)
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(init_temperature)))
+
+    @property
+    def temperature(self) -> Tensor:
+        return self.log_temperature.exp()
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Contextual item representations ``[..., N, d_model]`` (the context is the pool)."""
+        squeeze = x.ndim == 2
+        h = self.encoder(self.input(x[None] if squeeze else x))
+        return h[0] if squeeze else h
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.score(self.encode(x)).squeeze(-1)
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return [*self.input.parameters(), *self.encoder.parameters()]
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The final layer and the temperature (what meta-training tunes by default)."""
+        return [*self.score.parameters(), self.log_temperature]
+
+
+def save_policy(directory: str | Path, policy: PandaPolicy, extra: dict | None = None) -> Path:
+    """Write ``policy.safetensors`` (state_dict) + ``policy.json`` (config + ``extra``)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in policy.state_dict().items()}
+    meta = {"config": policy.config, **(extra or {})}
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        save_file(state, os.path.join(tmp, POLICY_WEIGHTS))
+        Path(tmp, POLICY_META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        os.replace(os.path.join(tmp, POLICY_WEIGHTS), directory / POLICY_WEIGHTS)
+        os.replace(os.path.join(tmp, POLICY_META), directory / POLICY_META)
+    return directory
+
+
+def load_policy(directory: str | Path) -> tuple[PandaPolicy, dict]:
+    """Rebuild a policy saved by :func:`save_policy`; returns ``(policy in eval mode, meta)``."""
+    directory = Path(directory)
+    for name in (POLICY_WEIGHTS, POLICY_META):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"policy checkpoint {directory} has no {name}")
+    meta = json.loads((directory / POLICY_META).read_text())
+    cfg = dict(meta["config"])
+    policy = PandaPolicy(cfg.pop("in_dim"), **cfg)
+    policy.load_state_dict(load_file(str(directory / POLICY_WEIGHTS)))
+    return policy.eval(), meta
+
+
+# --------------------------------------------------------------------------- Gumbel top-B
+
+
+def gumbel_noise(shape: tuple[int, ...] | torch.Size, *, generator: torch.Generator | None = None,
+                 dtype: torch.dtype = torch.float32) -> Tensor:
+    """I.i.d. standard Gumbel(0) samples ``-log(-log U)``, ``U ~ Uniform(0, 1)``."""
+    u = torch.rand(shape, generator=generator, dtype=dtype)
+    tiny = torch.finfo(dtype).tiny
+    return -torch.log(-torch.log(u.clamp(tiny, 1.0 - torch.finfo(dtype).eps)))
+
+
+def gumbel_top_b(logits: Tensor, b: int, *, generator: torch.Generator | None = None,
+                 noise: Tensor | None = None) -> Tensor:
+    """Indices of the ``b`` largest ``logits + G`` (Gumbel-top-B; Kool et al. 2019): ``b``
+    distinct items sampled without replacement from ``softmax(logits)``. Over the last axis."""
+    n = logits.shape[-1]
+    if not 0 <= b <= n:
+        raise ValueError(f"cannot pick {b} of {n} items")
+    if noise is None:
+        noise = gumbel_noise(logits.shape, generator=generator, dtype=logits.dtype)
+    return torch.topk(logits + noise, b, dim=-1).indices
+
+
+def relaxed_top_b(logits: Tensor, b: int, temperature: Tensor | float, *,
+                  noise: Tensor | None = None, generator: torch.Generator | None = None,
+                  eps: float = 1e-20) -> Tensor:
+    """Soft B-hot weights by successive softmax (module docstring) over the last axis.
+
+    ``w = sum_{j<=b} a_j``, ``a_j = softmax(s_j / tau)``, ``s_1 = logits + G``,
+    ``s_{j+1} = s_j + log(max(1 - a_j, eps))``. Differentiable w.r.t. ``logits`` and ``tau``.
+    """
+    n = logits.shape[-1]
+    if not 0 <= b <= n:
+        raise ValueError(f"cannot pick {b} of {n} items")
+    if noise is None:
+        noise = gumbel_noise(logits.shape, generator=generator, dtype=logits.dtype)
+    s = logits + noise
+    weights = torch.zeros_like(s)
+    a = torch.zeros_like(s)
+    for _ in range(b):
+        s = s + torch.log((1.0 - a).clamp_min(eps))
+        a = torch.softmax(s / temperature, dim=-1)
+        weights = weights + a
+    return weights
+
+
+# --------------------------------------------------------------------------- ACTIVELEARNSIM
+
+
+@dataclass(frozen=True)
+class InnerConfig:
+    """The learner ``A`` of ACTIVELEARNSIM: ``steps`` full-batch gradient steps of size ``lr``
+    on the selection-weighted mean cross-entropy (+ ``l2/2 ||W||^2``) of a linear softmax
+    classifier with ``n_classes`` outputs, from ``W = 0, b = 0`` unless a warm start is given."""
+
+    n_classes: int = 2
+    steps: int = 5
+    lr: float = 1.0
+    l2: float = 0.0
+
+
+def inner_fit(x: Tensor, y: Tensor, weights: Tensor, cfg: InnerConfig,
+              init: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """Train the linear classifier on ``(x, y)`` with per-item ``weights`` (the soft or hard
+    selection), unrolled (Algorithm 1, line 12): ``W <- W - lr (X^T (w * (P - Y)) / sum(w) +
+    l2 W)``. Differentiable w.r.t. ``weights`` (and ``x``). Returns ``(W [d, C], b [C])``."""
+    d = x.shape[-1]
+    if init is None:
+        w_ = torch.zeros(d, cfg.n_classes, dtype=x.dtype)
+        b_ = torch.zeros(cfg.n_classes, dtype=x.dtype)
+    else:
+        w_, b_ = init
+    onehot = torch.nn.functional.one_hot(y.long(), cfg.n_classes).to(x.dtype)
+    norm = weights.sum().clamp_min(1e-12)
+    for _ in range(cfg.steps):
+        p = torch.softmax(x @ w_ + b_, dim=-1)
+        r = (p - onehot) * (weights / norm)[:, None]
+        w_ = w_ - cfg.lr * (x.T @ r + cfg.l2 * w_)
+        b_ = b_ - cfg.lr * r.sum(0)
+    return w_, b_
+
+
+def _cells(groups: Tensor) -> list[Tensor]:
+    return [groups == a for a in torch.unique(groups)]
+
+
+def soft_demographic_parity(p: Tensor, groups: Tensor, y: Tensor | None = None) -> Tensor:
+    """Table 1 ``Delta^DP = max_a |E[h | g=a] - E[h]|`` with ``h = p`` (soft positive rate)."""
+    overall = p.mean()
+    return torch.stack([(p[m].mean() - overall).abs() for m in _cells(groups)]).max()
+
+
+def soft_equalized_odds(p: Tensor, groups: Tensor, y: Tensor) -> Tensor:
+    """Table 1 ``Delta^EO = max_{a,y} |E[h | g=a, Y=y] - E[h | Y=y]|`` (soft); empty cells
+    skipped."""
+    devs = []
+    for label in torch.unique(y):
+        ym = y == label
+        overall = p[ym].mean()
+        devs += [(p[m & ym].mean() - overall).abs() for m in _cells(groups) if (m & ym).any()]
+    return torch.stack(devs).max()
+
+
+def soft_error_rate_balance(p: Tensor, groups: Tensor, y: Tensor) -> Tensor:
+    """Table 1 ``Delta^EB = max_{a,a',y} |E[h | g=a, Y=y] - E[h | g=a', Y=y]|`` (soft): the
+    largest spread of per-group TPR (y=1) or FPR (y=0); empty cells skipped."""
+    spreads = [torch.zeros((), dtype=p.dtype)]
+    for label in torch.unique(y):
+        ym = y == label
+        rates = [p[m & ym].mean() for m in _cells(groups) if (m & ym).any()]
+        if len(rates) >= 2:
+            r = torch.stack(rates)
+            spreads.append(r.max() - r.min())
+    return torch.stack(spreads).max()
+
+
+#: name -> ``f(p_positive, groups, y) -> scalar`` (Table 1 surrogates).
+DISPARITIES: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
+    "dp": soft_demographic_parity,
+    "eo": soft_equalized_odds,
+    "eb": soft_error_rate_balance,
+}
+
+
+@dataclass
+class SimResult:
+    """One ACTIVELEARNSIM run: validation loss, soft disparity, selection weights, classifier."""
+
+    loss: Tensor
+    disparity: Tensor
+    weights: Tensor
+    classifier: tuple[Tensor, Tensor]
+    p_val: Tensor  # soft positive-class probability on V
+
+
+def simulate(
+    policy: PandaPolicy | None,
+    pool_x: Tensor,
+    pool_y: Tensor,
+    val_x: Tensor,
+    val_y: Tensor,
+    val_groups: Tensor,
+    budget: int,
+    *,
+    inner: InnerConfig = InnerConfig(),  # noqa: B008 (frozen dataclass)
+    disparity: str = "dp",
+    noise: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    weights: Tensor | None = None,
+    classifier_x: tuple[Tensor, Tensor] | None = None,
+    init: tuple[Tensor, Tensor] | None = None,
+) -> SimResult:
+    """ACTIVELEARNSIM(A, D, L, pi) (Algorithm 1, lines 8-15) + the outer quantities of Eq. 3/4.
+
+    ``L = (pool_x, pool_y)`` (labels hidden from the policy), ``V = (val_x, val_y,
+    val_groups)``. The policy's logits are relaxed to soft B-hot ``weights``
+    (:func:`relaxed_top_b`, temperature ``policy.temperature``) unless ``weights`` are given
+    (e.g. a hard or random selection); the classifier is :func:`inner_fit` on them. Returns the
+    mean validation cross-entropy and the soft disparity ``DISPARITIES[disparity]`` on ``V``.
+    ``classifier_x`` optionally gives the classifier different features for ``(pool, val)``
+    than the policy's (e.g. a frozen pretrained representation, §4.2).
+    """
+    if weights is None:
+        if policy is None:
+            raise ValueError("simulate needs a policy or explicit weights")
+        logits = policy(pool_x)
+        weights = relaxed_top_b(logits, budget, policy.temperature, noise=noise,
+                                generator=generator)
+    cx_pool, cx_val = classifier_x if classifier_x is not None else (pool_x, val_x)
+    w_, b_ = inner_fit(cx_pool, pool_y, weights, inner, init)
+    logits_v = cx_val @ w_ + b_
+    loss = torch.nn.functional.cross_entropy(logits_v, val_y.long())
+    p_val = torch.softmax(logits_v, dim=-1)[:, 1]
+    disp = DISPARITIES[disparity](p_val, val_groups, val_y)
+    return SimResult(loss, disp, weights, (w_, b_), p_val)
+
+
+# --------------------------------------------------------------------------- test time
+
+
+@torch.no_grad()
+def select(policy: PandaPolicy, pool_features: ArrayLike | Tensor, budget: int, *,
+           seed: int | None = None) -> np.ndarray:
+    """Pick ``min(budget, N)`` pool positions in one forward pass of the policy (§4.3: "a
+    single forward pass through the selection policy").
+
+    ``seed=None``: the hard top-B of the logits (the mode of Gumbel-top-B); an int: a
+    Gumbel-top-B sample with that seed (deterministic). Returned in decreasing (perturbed) logit
+    order.
+    """
+    x = torch.as_tensor(np.asarray(pool_features) if not isinstance(pool_features, Tensor)
+                        else pool_features, dtype=torch.float32)
+    if x.ndim != 2 or x.shape[1] != policy.config["in_dim"]:
+        raise ValueError(f"pool_features must be [N, {policy.config['in_dim']}], got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("pool_features contain NaN/inf")
+    budget = min(int(budget), x.shape[0])
+    if budget <= 0:
+        return np.zeros(0, np.int64)
+    was_training = policy.training
+    policy.eval()
+    try:
+        logits = policy(x.to(next(policy.parameters()).dtype))
+    finally:
+        policy.train(was_training)
+    if seed is None:
+        idx = torch.topk(logits, budget).indices
+    else:
+        gen = torch.Generator().manual_seed(int(seed))
+        idx = gumbel_top_b(logits, budget, generator=gen)
+    return idx.numpy().astype(np.int64)

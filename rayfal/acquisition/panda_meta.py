@@ -1,0 +1,302 @@
+"""PANDA meta-training (Sharaf et al. 2022, §3.2-§3.3, Algorithm 1), plain torch, no Ray.
+
+* :func:`pretrain_encoder`: "we pretrain the parameters of the Transformer on D0" (§3.3). The
+  paper does not give the objective; we read it with §4.2 ("the same Transformer architecture
+  as a feature extractor for all approaches"): the encoder is trained as a classifier of the
+  labels of D0 (an item's label from its contextual representation within a random set of
+  ``set_size`` items; a temporary linear head, discarded afterwards).
+* :func:`sample_task`: a meta-task (L, V) "by repeatedly reshuffling D" (§3.2; Algorithm 1,
+  line 3): a random permutation split into a pool of ``pool_size`` and a validation set of
+  ``val_size`` items.
+* :func:`fbs_prox_step`: the backward (proximal) step of Forward-Backward Splitting
+  (Algorithm 1, line 5): ``theta = argmin eta chi(theta) + 1/2 ||theta - theta_hat||^2``,
+  approximated by ``prox_steps`` gradient steps on a smoothed ``chi`` that is 0 when the
+  constraint ``Delta_V(h) < rho`` holds and ``Delta_V(h)`` otherwise (§3.2). We stop at the
+  first iterate that satisfies the constraint (the paper: "this approximate projection always
+  finds an iterate that satisfies the original constraint").
+* :func:`meta_train`: Algorithm 1. Per iteration k: sample a task; forward step (line 4) =
+  one optimiser step (Adam, §4.2) on the validation loss of ACTIVELEARNSIM; backward step
+  (line 5) = :func:`fbs_prox_step` on the same task and the same Gumbel noise (common random
+  numbers; the argmin of line 5 is over a deterministic function of theta only then).
+
+Choices where the paper is open (documented here, parameters of :func:`meta_train`):
+
+* ``train_encoder=False`` (default): after pretraining, meta-training updates the final
+  layer and the temperature only (§3.3: "pretrain the parameters of the Transformer on D0 and
+  use the B-many actively selected samples to fine-tune the final layer"); ``True`` updates
+  every parameter.
+* ``prox_weight``: line 5 weights ``chi`` by the meta step size ``eta^k``. For the exact
+  indicator any positive weight gives the same projection; for the smoothed ``chi`` the weight
+  sets how hard the approximate projection pushes, so it is a separate parameter (default 1);
+  ``prox_weight=None`` uses ``eta^k`` literally. With a finite weight the iteration can settle
+  where ``weight * grad Delta`` balances the pull back to ``theta_hat`` with the constraint
+  still violated: the records' ``prox_final`` / ``prox_satisfied`` show it; then raise
+  ``prox_weight`` (or ``prox_steps``), a natural Tune dimension.
+* The constraint is checked on the soft disparity surrogate (the quantity that is minimised);
+  the hard disparity of the thresholded classifier is logged alongside.
+* Randomness of iteration ``k`` (task split, Gumbel noise) comes from a generator seeded by
+  ``(seed, k)``, so a run resumed at ``start_step`` sees the same tasks as an uninterrupted one.
+* The simulated learner starts every task from ``h^0 = 0``: the paper's ``h^0 = A(D^0)`` would
+  have been trained on ``V`` (a subset of D); :func:`~rayfal.acquisition.panda.simulate`
+  accepts a warm start (``init``) and separate classifier features (``classifier_x``, e.g. the
+  frozen pretrained representation of §4.2) for callers that want them. Features are used as
+  given (§4.2 standardises them to mean 0, variance 1; do it before).
+* Algorithm 1 picks one item per inner step (lines 10-12); with the classifier-agnostic policy
+  of §3.3 the B picks are one Gumbel-top-B, and the learner takes ``inner.steps`` full-batch
+  steps on the B (softly) selected items.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+from torch import Tensor, nn
+
+from rayfal.acquisition.panda import (
+    DISPARITIES,
+    InnerConfig,
+    PandaPolicy,
+    gumbel_noise,
+    simulate,
+)
+from rayfal.fairness import metrics
+
+__all__ = [
+    "MetaData",
+    "fbs_prox_step",
+    "meta_train",
+    "pretrain_encoder",
+    "sample_task",
+    "step_generator",
+]
+
+
+@dataclass
+class MetaData:
+    """The pre-existing labelled data D0: features ``[N, d]``, labels ``[N]``, groups ``[N]``."""
+
+    x: Tensor
+    y: Tensor
+    group: Tensor
+
+    @classmethod
+    def from_arrays(cls, x: ArrayLike, y: ArrayLike, group: ArrayLike) -> MetaData:
+        xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+        yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
+        gt = torch.as_tensor(np.unique(np.asarray(group), return_inverse=True)[1].reshape(-1))
+        if xt.ndim != 2 or yt.shape != (xt.shape[0],) or gt.shape != (xt.shape[0],):
+            raise ValueError(f"D0 needs x [N, d], y [N], group [N]; got {tuple(xt.shape)}, "
+                             f"{tuple(yt.shape)}, {tuple(gt.shape)}")
+        if not torch.isfinite(xt).all():
+            raise ValueError("D0 features contain NaN/inf")
+        return cls(xt, yt, gt.long())
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The generator of meta-iteration ``step`` (a pure function of ``(seed, step)``)."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step) * 7919 + 17) % 2**63)
+
+
+def sample_task(n: int, pool_size: int, val_size: int, generator: torch.Generator
+                ) -> tuple[Tensor, Tensor]:
+    """Reshuffle D (size ``n``) into disjoint pool ``L`` and validation ``V`` index sets."""
+    if pool_size < 1 or val_size < 1 or pool_size + val_size > n:
+        raise ValueError(f"cannot split {n} items into pool {pool_size} + validation {val_size}")
+    perm = torch.randperm(n, generator=generator)
+    return perm[:pool_size], perm[pool_size : pool_size + val_size]
+
+
+def pretrain_encoder(
+    policy: PandaPolicy,
+    data: MetaData,
+    *,
+    steps: int = 200,
+    set_size: int = 64,
+    lr: float = 1e-3,
+    n_classes: int | None = None,
+    seed: int = 0,
+) -> list[float]:
+    """Pretrain ``policy.input`` + ``policy.encoder`` on D0 as a label classifier (module
+    docstring): each step, a random set of ``set_size`` items, cross-entropy of a temporary
+    linear head on the contextual representations. Returns the loss per step."""
+    n_classes = int(data.y.max()) + 1 if n_classes is None else n_classes
+    head = nn.Linear(policy.config["d_model"], n_classes)
+    gen = step_generator(seed, -1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head.reset_parameters()
+    params = [*policy.encoder_parameters(), *head.parameters()]
+    opt = torch.optim.Adam(params, lr=lr)
+    set_size = min(set_size, len(data))
+    losses = []
+    policy.train()
+    for _ in range(steps):
+        idx = torch.randperm(len(data), generator=gen)[:set_size]
+        logits = head(policy.encode(data.x[idx]))
+        loss = nn.functional.cross_entropy(logits, data.y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def _flat(params: Iterable[Tensor]) -> Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in params])
+
+
+def fbs_prox_step(
+    params: list[nn.Parameter],
+    disparity_fn: Callable[[], Tensor],
+    rho: float,
+    *,
+    weight: float = 1.0,
+    steps: int = 10,
+    lr: float = 0.5,
+) -> dict[str, Any]:
+    """Approximate proximal step of FBS (Algorithm 1, line 5), in place on ``params``.
+
+    ``theta_hat`` = the current ``params``. For up to ``steps`` iterations: evaluate ``d =
+    disparity_fn()`` (a differentiable function of ``params``); stop if ``d < rho``; otherwise
+    take a gradient step of size ``lr`` on ``weight * d + 1/2 ||theta - theta_hat||^2`` (the
+    smoothed ``chi`` is ``d`` when the constraint is violated, 0 otherwise).
+
+    Returns ``{"initial", "final", "steps", "satisfied", "moved"}`` (disparities as floats,
+    iterations used, whether the final iterate satisfies the constraint, ``||theta -
+    theta_hat||``).
+    """
+    theta_hat = [p.detach().clone() for p in params]
+    initial = final = None
+    used = 0
+    for _ in range(steps + 1):
+        d = disparity_fn()
+        final = float(d.detach())
+        initial = final if initial is None else initial
+        if final < rho or used == steps:
+            break
+        objective = weight * d + 0.5 * sum(((p - h) ** 2).sum() for p, h in zip(params, theta_hat,
+                                                                             strict=True))
+        grads = torch.autograd.grad(objective, params, allow_unused=True)
+        with torch.no_grad():
+            for p, g in zip(params, grads, strict=True):
+                if g is not None:
+                    p.sub_(lr * g)
+        used += 1
+    moved = float((_flat(params) - _flat(theta_hat)).norm())
+    return {"initial": initial, "final": final, "steps": used, "satisfied": final < rho,
+            "moved": moved}
+
+
+def meta_train(
+    policy: PandaPolicy,
+    data: MetaData,
+    *,
+    budget: int,
+    steps: int,
+    pool_size: int = 256,
+    val_size: int = 256,
+    rho: float = 0.04,
+    disparity: str = "dp",
+    inner: InnerConfig = InnerConfig(),  # noqa: B008 (frozen dataclass)
+    lr: float = 1e-3,
+    train_encoder: bool = False,
+    prox_weight: float | None = 1.0,
+    prox_steps: int = 10,
+    prox_lr: float = 0.5,
+    seed: int = 0,
+    optimizer: torch.optim.Optimizer | None = None,
+    progress: bool = True,
+    checkpoint_fn: Callable[[int, PandaPolicy, torch.optim.Optimizer, dict], None] | None = None,
+    checkpoint_every: int = 50,
+    start_step: int = 0,
+) -> list[dict[str, float]]:
+    """Algorithm 1 of PANDA on D0 = ``data`` for iterations ``start_step .. steps - 1``.
+
+    Each iteration: task (L, V) by :func:`sample_task`; forward step: ``optimizer`` (Adam with
+    ``lr`` unless given) on the validation cross-entropy of :func:`simulate` (soft top-``budget``
+    selection from L, ``inner`` learner); backward step: :func:`fbs_prox_step` on the soft
+    disparity ``DISPARITIES[disparity]`` of the same simulation with threshold ``rho``.
+
+    ``checkpoint_fn(step, policy, optimizer, record)`` runs after every ``checkpoint_every``-th
+    iteration and after the last one (``step`` = iterations completed). To resume, pass the
+    restored optimiser and ``start_step``. Returns one record per iteration: ``step``,
+    ``loss`` (before the update), ``disparity`` (soft) and ``disparity_hard`` (thresholded
+    classifier, :mod:`rayfal.fairness.metrics`), prox diagnostics and ``temperature``.
+    """
+    if disparity not in DISPARITIES:
+        raise ValueError(f"unknown disparity '{disparity}'; known: {', '.join(DISPARITIES)}")
+    if not 1 <= budget <= pool_size:
+        raise ValueError(f"budget must be in 1..pool_size ({pool_size}), got {budget}")
+    params = [*policy.parameters()] if train_encoder else policy.head_parameters()
+    if not train_encoder:
+        for p in policy.encoder_parameters():
+            p.requires_grad_(False)
+    opt = optimizer if optimizer is not None else torch.optim.Adam(params, lr=lr)
+    hard_metric = {
+        "dp": lambda yp, y, g: metrics.panda_demographic_parity(yp, groups=g),
+        "eo": lambda yp, y, g: metrics.panda_equalized_odds(y, yp, groups=g),
+        "eb": lambda yp, y, g: metrics.error_rate_balance(y, yp, groups=g),
+    }[disparity]
+    history: list[dict[str, float]] = []
+    iterator: Iterable[int] = range(start_step, steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, total=steps - start_step, desc="PANDA meta-train")
+    policy.train()
+    try:
+        for k in iterator:
+            gen = step_generator(seed, k)
+            li, vi = sample_task(len(data), pool_size, val_size, gen)
+            noise = gumbel_noise((pool_size,), generator=gen, dtype=data.x.dtype)
+            px, py = data.x[li], data.y[li]
+            vx, vy, vg = data.x[vi], data.y[vi], data.group[vi]
+
+            def run(px=px, py=py, vx=vx, vy=vy, vg=vg, noise=noise):
+                return simulate(policy, px, py, vx, vy, vg, budget, inner=inner,
+                                disparity=disparity, noise=noise)
+
+            # line 4: forward (gradient) step on the validation loss
+            sim = run()
+            opt.zero_grad()
+            sim.loss.backward()
+            opt.step()
+            # line 5: backward (proximal) step on the smoothed indicator of the constraint
+            eta = opt.param_groups[0]["lr"] if prox_weight is None else prox_weight
+            prox = fbs_prox_step(params, lambda run=run: run().disparity, rho, weight=eta,
+                                 steps=prox_steps, lr=prox_lr)
+            with torch.no_grad():
+                p_hard = (sim.p_val.detach() > 0.5).long().numpy()
+            record = {
+                "step": k + 1,
+                "loss": float(sim.loss.detach()),
+                "disparity": float(sim.disparity.detach()),
+                "disparity_hard": float(hard_metric(p_hard, vy.numpy(), vg.numpy())),
+                "prox_initial": prox["initial"],
+                "prox_final": prox["final"],
+                "prox_steps": prox["steps"],
+                "prox_satisfied": float(prox["satisfied"]),
+                "prox_moved": prox["moved"],
+                "temperature": float(policy.temperature.detach()),
+            }
+            if not all(math.isfinite(v) for v in record.values()):
+                raise FloatingPointError(f"PANDA meta-training diverged at step {k + 1}: {record}")
+            history.append(record)
+            if progress and hasattr(iterator, "set_postfix"):
+                iterator.set_postfix(loss=f"{record['loss']:.3f}", disp=f"{record['disparity']:.3f}")
+            if checkpoint_fn is not None and ((k + 1) % checkpoint_every == 0 or k + 1 == steps):
+                checkpoint_fn(k + 1, policy, opt, record)
+    finally:
+        if not train_encoder:
+            for p in policy.encoder_parameters():
+                p.requires_grad_(True)
+    return history
