@@ -56,6 +56,7 @@ class TrainingConfig:
     """Ray Train settings and the per-round optimisation (weights reset every round)."""
 
     mode: str = "standard"
+    mode_params: dict = field(default_factory=dict)
     epochs: int = 20
     min_steps: int = 100
     batch_size: int = 32
@@ -83,7 +84,9 @@ class ScoringConfig:
 
     ``compute: actors`` scores with an actor pool (model loaded once per actor); ``tasks`` with
     a task pool whose worker processes cache the model (no actor start-up, ~7 s a round on
-    2 cores); ``auto`` uses actors for pools of ``actor_min_rows`` rows or more.
+    2 cores); ``auto`` uses actors for pools of ``actor_min_rows`` rows or more. The whole
+    actor pool is started (``actor_start_timeout_s``) before the first batch, so work is spread
+    over every actor (and node) rather than the first one up.
     """
 
     compute: str = "auto"
@@ -94,6 +97,7 @@ class ScoringConfig:
     gpus_per_actor: float = 0.0
     mc_samples: int = 20
     scheduling_strategy: str = "SPREAD"
+    actor_start_timeout_s: int = 600
 
 
 @dataclass

@@ -30,7 +30,13 @@ import yaml
 from safetensors.torch import save as save_safetensors
 from tqdm.auto import tqdm
 
-from rayfal.acquisition import make_strategy, row_uniform, select_in_memory
+from rayfal.acquisition import (
+    STRATEGIES,
+    make_strategy,
+    row_uniform,
+    select_in_memory,
+    worst_group_from_metrics,
+)
 from rayfal.config import CampaignConfig, ConfigError, JobConfig, TrainingConfig
 from rayfal.data import schema as S
 from rayfal.data.ledger import LabelLedger
@@ -41,6 +47,7 @@ from rayfal.models import build_model
 from rayfal.models.checkpoint import load_checkpoint, model_spec
 from rayfal.scoring.pool_scoring import score_pool
 from rayfal.training.distributed import fit_round
+from rayfal.training.modes import make_loss, needs_group_head
 
 log = logging.getLogger("rayfal")
 
@@ -116,6 +123,7 @@ class Campaign:
         self.training = campaign_training(ctx.cfg, campaign)
         self.ledger = LabelLedger(self.dir / "ledger.sqlite", is_known=ctx.pool.is_known)
         make_strategy(campaign.strategy, seed=seed, **campaign.params)  # validate early
+        make_loss(self.training.mode, **self.training.mode_params)
         pool = ctx.pool
         self.num_classes = self._num_classes()
         mcfg = ctx.cfg.model
@@ -123,6 +131,8 @@ class Campaign:
         name = mcfg.name if mcfg.name != "auto" else ("cnn" if len(pool.input_shape) == 3 else "mlp")
         if name == "cnn":
             kwargs["width"] = mcfg.width
+        if needs_group_head(self.training.mode):  # GRAD / GBA: a group head on the trunk
+            kwargs["num_groups"] = int(max(ctx.groups)) + 1
         self.spec = model_spec(name, pool.input_shape, self.num_classes, **kwargs)
         torch.manual_seed(seed)
         init = build_model(name, pool.input_shape, self.num_classes, **kwargs)
@@ -211,11 +221,15 @@ class Campaign:
         pool_counts: dict[int, int] = {}
         score_seconds, score_nodes = 0.0, 0
         if query:
-            strategy = make_strategy(self.campaign.strategy, seed=self.seed, round=r,
-                                     **self.campaign.params)
+            params = dict(self.campaign.params)
+            if getattr(STRATEGIES.get(self.campaign.strategy), "needs_worst_group", False):
+                # FRAL Algorithm 1: z* = the group with the lowest accuracy this round
+                params["worst_group"] = worst_group_from_metrics(metrics)
+                rec["worst_group"] = params["worst_group"]
+            strategy = make_strategy(self.campaign.strategy, seed=self.seed, round=r, **params)
             weights = (round_dir / "model.safetensors").read_bytes()
             res = score_pool(
-                pool, strategy=self.campaign.strategy, strategy_params=self.campaign.params,
+                pool, strategy=self.campaign.strategy, strategy_params=params,
                 seed=self.seed, round=r, budget=cfg.al.query_size, labelled=ids,
                 model=(self.spec, weights) if strategy.needs_probs else None,
                 cfg=cfg.scoring, use_gpu=self.training.use_gpu, progress=ctx.progress,
@@ -263,7 +277,8 @@ def init_ray(cfg: JobConfig, address: str | None) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(
+        ray.init(  # "local": always a new embedded Ray, even if a cluster runs on this host
+            address="local",
             num_cpus=cfg.ray.num_cpus,
             object_store_memory=cfg.ray.object_store_memory,
             include_dashboard=cfg.ray.include_dashboard,
@@ -274,6 +289,9 @@ def init_ray(cfg: JobConfig, address: str | None) -> None:
 
 def _check_resume(run_dir: Path, resolved: dict, resume: bool) -> None:
     saved = run_dir / JOB_YAML
+    started = any(run_dir.glob("campaigns/*/seed_*/rounds/round_*.json"))
+    if saved.exists() and not started and not resume:
+        return  # a run that failed before its first round: start it again
     if saved.exists():
         if not resume:
             raise ConfigError(

@@ -21,6 +21,7 @@ def ray_session():
     ray.data.DataContext.get_current().enable_progress_bars = False
     if not ray.is_initialized():
         ray.init(
+            address="local",  # never attach to another Ray running on this host
             num_cpus=2,
             include_dashboard=False,
             object_store_memory=500_000_000,

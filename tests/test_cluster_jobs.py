@@ -83,7 +83,8 @@ def test_submitted_campaign_runs_on_both_nodes(two_nodes, tmp_path, monkeypatch)
         "jobs/tiny.yaml", two_nodes, run_dir=str(run_dir),
         overrides=["training.num_workers=2", "training.cpus_per_worker=2",
                    "training.placement_strategy=STRICT_SPREAD", "scoring.compute=actors",
-                   "scoring.actors=3", "scoring.cpus_per_actor=1", "al.rounds=1",
+                   "scoring.actors=3", "scoring.cpus_per_actor=1", "scoring.batch_size=20",
+                   "dataset.shard_rows=100", "al.rounds=1",
                    "campaigns=[{strategy: bald}]"],
     )
     deadline = time.time() + 480

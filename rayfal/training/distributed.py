@@ -103,6 +103,7 @@ def fit_round(
         "init_ref": ray.put(init_state),
         "spec": spec,
         "mode": training.mode,
+        "mode_params": dict(training.mode_params),
         "loop": loop.__dict__,
         "local_mode": workers == 0,
         "threads": training.cpus_per_worker if workers else torch.get_num_threads(),
