@@ -173,7 +173,7 @@ def score_to_parquet(
         plan = actor_pool_size(cfg, ray.cluster_resources())
         columns = [S.ROW_ID, S.GROUP] + ([pool.feature_column] if strat.needs_probs else [])
         ray.data.DataContext.get_current().wait_for_min_actors_s = cfg.actor_start_timeout_s
-    ds = ray.data.read_parquet(todo, columns=columns, include_paths=True)
+        ds = ray.data.read_parquet(todo, columns=columns, include_paths=True)
         kwargs = dict(
             strategy=strategy, strategy_params={}, seed=seed, round=0,
             labelled_ref=ray.put(np.zeros(0, np.int64)),
