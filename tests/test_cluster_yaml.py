@@ -38,3 +38,12 @@ def test_the_schema_check_catches_a_broken_config():
     cfg["head_node_type"] = "missing"
     with pytest.raises(Exception):  # noqa: B017 - the launcher raises ValueError/KeyError
         _validate(cfg)
+
+
+def test_kuberay_manifest_is_a_rayjob_running_rayfal():
+    doc = yaml.safe_load((ROOT / "docs" / "kuberay-rayjob.yaml").read_text())
+    assert doc["kind"] == "RayJob" and doc["apiVersion"] == "ray.io/v1"
+    assert "rayfal.cli run jobs/quickstart.yaml" in doc["spec"]["entrypoint"]
+    assert (ROOT / "jobs" / "quickstart.yaml").is_file()
+    workers = doc["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    assert workers[0]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
