@@ -86,7 +86,8 @@ class ScoringConfig:
     a task pool whose worker processes cache the model (no actor start-up, ~7 s a round on
     2 cores); ``auto`` uses actors for pools of ``actor_min_rows`` rows or more. The whole
     actor pool is started (``actor_start_timeout_s``) before the first batch, so work is spread
-    over every actor (and node) rather than the first one up.
+    over every actor (and node) rather than the first one up. ``actor_locality: false`` stops
+    Ray Data from preferring actors on the node that holds a block (spreads small pools).
     """
 
     compute: str = "auto"
@@ -98,6 +99,7 @@ class ScoringConfig:
     mc_samples: int = 20
     scheduling_strategy: str = "SPREAD"
     actor_start_timeout_s: int = 600
+    actor_locality: bool = True
 
 
 @dataclass

@@ -193,7 +193,9 @@ def score_pool(
     labelled_ref = ray.put(np.asarray(labelled, dtype=np.int64))
     model_ref = ray.put(model) if model is not None else None
     t0 = time.perf_counter()
-    ray.data.DataContext.get_current().wait_for_min_actors_s = cfg.actor_start_timeout_s
+    ctx = ray.data.DataContext.get_current()
+    ctx.wait_for_min_actors_s = cfg.actor_start_timeout_s
+    ctx.execution_options.actor_locality_enabled = cfg.actor_locality
     ds = ray.data.read_parquet(pool.files, columns=columns)
     scorer_kwargs = dict(
             strategy=strategy,

@@ -172,7 +172,9 @@ def score_to_parquet(
     if todo:
         plan = actor_pool_size(cfg, ray.cluster_resources())
         columns = [S.ROW_ID, S.GROUP] + ([pool.feature_column] if strat.needs_probs else [])
-        ray.data.DataContext.get_current().wait_for_min_actors_s = cfg.actor_start_timeout_s
+        ctx = ray.data.DataContext.get_current()
+        ctx.wait_for_min_actors_s = cfg.actor_start_timeout_s
+        ctx.execution_options.actor_locality_enabled = cfg.actor_locality
         ds = ray.data.read_parquet(todo, columns=columns, include_paths=True)
         kwargs = dict(
             strategy=strategy, strategy_params={}, seed=seed, round=0,
