@@ -1,0 +1,165 @@
+"""A Parquet-backed pool: any number of shards in the schema of :mod:`rayfal.data.schema`.
+
+Opening a pool validates every file's schema (errors name the file and column) and that
+``row_id`` is unique and ``group`` has no nulls; only the ``row_id`` column (8 bytes a row) is
+kept in memory. Rows are fetched by ``row_id`` with a filtered, streaming scan.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from rayfal.data import schema as S
+
+
+class PoolError(ValueError):
+    """Invalid pool data; the message names the file, column or rows."""
+
+
+def expand_paths(pattern: str | Sequence[str]) -> list[str]:
+    """Expand globs / directories into a sorted list of ``.parquet`` files."""
+    patterns = [pattern] if isinstance(pattern, str | Path) else list(pattern)
+    files: list[str] = []
+    for p in patterns:
+        p = str(p)
+        if Path(p).is_dir():
+            files += sorted(glob.glob(str(Path(p) / "*.parquet")))
+        else:
+            files += sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        raise PoolError(f"pool file(s) not found: {missing[:5]}")
+    if not files:
+        raise PoolError(f"no Parquet files match {patterns}")
+    return files
+
+
+class Pool:
+    """A validated set of Parquet shards addressed by ``row_id``."""
+
+    def __init__(self, pattern: str | Sequence[str], *, name: str = "pool") -> None:
+        self.name = name
+        self.files = expand_paths(pattern)
+        self.schema = self._check_schemas()
+        self.feature_column = S.feature_column(self.schema)
+        self.input_shape = S.input_shape(self.schema)
+        self.has_labels = S.LABEL in self.schema.names
+        self._dataset = pads.dataset(self.files, schema=self.schema, format="parquet")
+        self._row_ids, self._groups = self._load_index()
+        self._sorted_ids = np.sort(self._row_ids)
+        self.num_rows = len(self._row_ids)
+
+    def _check_schemas(self) -> pa.Schema:
+        first: pa.Schema | None = None
+        for f in self.files:
+            try:
+                sch = pq.read_schema(f)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise PoolError(f"{self.name}: {f} is not a readable Parquet file: {exc}") from None
+            for col in (S.ROW_ID, S.GROUP):
+                if col not in sch.names:
+                    raise PoolError(f"{self.name}: {f} has no '{col}' column (has {sch.names})")
+            if not pa.types.is_integer(sch.field(S.ROW_ID).type):
+                raise PoolError(f"{self.name}: {f}: column 'row_id' must be int64")
+            if not pa.types.is_integer(sch.field(S.GROUP).type):
+                raise PoolError(f"{self.name}: {f}: column 'group' must be integer group ids")
+            if S.LABEL in sch.names and not pa.types.is_integer(sch.field(S.LABEL).type):
+                raise PoolError(f"{self.name}: {f}: column 'label' must be integer class ids")
+            try:
+                S.input_shape(sch)
+            except ValueError as exc:
+                raise PoolError(f"{self.name}: {f}: {exc}") from None
+            if first is None:
+                first = sch
+            elif not sch.remove_metadata().equals(first.remove_metadata()):
+                raise PoolError(
+                    f"{self.name}: {f} has a different schema from {self.files[0]}: "
+                    f"{sch.remove_metadata()} vs {first.remove_metadata()}"
+                )
+        assert first is not None
+        return first
+
+    def _load_index(self) -> tuple[np.ndarray, np.ndarray]:
+        ids, groups = [], []
+        for f in self.files:
+            try:
+                t = pq.read_table(f, columns=[S.ROW_ID, S.GROUP])
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise PoolError(f"{self.name}: cannot read {f}: {exc}") from None
+            for col in (S.ROW_ID, S.GROUP):
+                if t.column(col).null_count:
+                    raise PoolError(f"{self.name}: {f}: column '{col}' has null values")
+            ids.append(t.column(S.ROW_ID).to_numpy().astype(np.int64))
+            groups.append(t.column(S.GROUP).to_numpy().astype(np.int64))
+        row_ids = np.concatenate(ids)
+        if len(row_ids) == 0:
+            raise PoolError(f"{self.name}: {self.files} hold no rows")
+        uniq, counts = np.unique(row_ids, return_counts=True)
+        if len(uniq) != len(row_ids):
+            dup = uniq[counts > 1]
+            raise PoolError(
+                f"{self.name}: {len(dup)} duplicated row_id(s), e.g. {dup[:10].tolist()}"
+            )
+        return row_ids, np.concatenate(groups)
+
+    # ------------------------------------------------------------------ queries
+    def row_ids(self) -> np.ndarray:
+        return self._row_ids
+
+    def groups(self) -> np.ndarray:
+        """Group of every row, aligned with :meth:`row_ids`."""
+        return self._groups
+
+    def is_known(self, row_ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(row_ids, dtype=np.int64)
+        pos = np.searchsorted(self._sorted_ids, ids)
+        pos = np.minimum(pos, len(self._sorted_ids) - 1)
+        return self._sorted_ids[pos] == ids
+
+    def group_counts(self, exclude: np.ndarray | None = None) -> dict[int, int]:
+        g = self._groups if exclude is None else self._groups[~np.isin(self._row_ids, exclude)]
+        vals, counts = np.unique(g, return_counts=True)
+        return dict(zip(vals.tolist(), counts.tolist(), strict=True))
+
+    def take(self, row_ids: np.ndarray, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Rows with these ids, in the order given; feature columns as ``[n, K]`` arrays."""
+        ids = np.asarray(row_ids, dtype=np.int64)
+        unknown = ids[~self.is_known(ids)]
+        if len(unknown):
+            raise PoolError(f"{self.name}: unknown row_id(s) {unknown[:20].tolist()}")
+        cols = list(columns or self.schema.names)
+        if S.ROW_ID not in cols:
+            cols.append(S.ROW_ID)
+        table = self._dataset.to_table(
+            columns=cols, filter=pc.field(S.ROW_ID).isin(pa.array(ids))
+        )
+        got = table.column(S.ROW_ID).to_numpy()
+        order = np.argsort(got)
+        pos = order[np.searchsorted(got, ids, sorter=order)]
+        out = {c: S.column_to_numpy(table.column(c))[pos] for c in cols}
+        self._check_finite(out)
+        return out
+
+    def read_all(self, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Every row (for small sets such as the test set), in file order."""
+        cols = list(columns or self.schema.names)
+        table = self._dataset.to_table(columns=cols)
+        out = {c: S.column_to_numpy(table.column(c)) for c in cols}
+        self._check_finite(out)
+        return out
+
+    def _check_finite(self, out: dict[str, np.ndarray]) -> None:
+        x = out.get(S.FEATURES)
+        if x is not None and x.dtype.kind == "f":
+            bad = ~np.isfinite(x).all(axis=1)
+            if bad.any():
+                ids = out[S.ROW_ID][bad][:20].tolist() if S.ROW_ID in out else "?"
+                raise PoolError(f"{self.name}: NaN/inf features in row_id(s) {ids}")
