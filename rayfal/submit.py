@@ -74,6 +74,8 @@ def submit(
     runtime_env = {"working_dir": working_dir, "excludes": EXCLUDES}
     if env:
         runtime_env["env_vars"] = env
+    import requests
+
     c = client(address)
     deadline = time.monotonic() + retry_s
     while True:
@@ -84,18 +86,33 @@ def submit(
                 submission_id=submission_id,
                 metadata={"rayfal_job": job},
             )
-        except RuntimeError as exc:  # a just-started head has no job agent for a few seconds
-            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+        except (RuntimeError, requests.ConnectionError) as exc:
+            # a just-started or busy head: no job agent yet, or a dropped connection
+            transient = isinstance(exc, requests.ConnectionError) or "No available agent" in str(exc)
+            if not transient or time.monotonic() > deadline:
                 raise
             time.sleep(2.0)
 
 
+def _retry(fn, attempts: int = 5, wait_s: float = 2.0):
+    """Call ``fn`` again on transient HTTP failures (a busy head drops connections)."""
+    import requests
+
+    for i in range(attempts):
+        try:
+            return fn()
+        except (requests.ConnectionError, requests.Timeout):
+            if i == attempts - 1:
+                raise
+            time.sleep(wait_s)
+
+
 def status(address: str, job_id: str) -> str:
-    return str(client(address).get_job_status(job_id).value)
+    return str(_retry(lambda: client(address).get_job_status(job_id).value))
 
 
 def logs(address: str, job_id: str) -> str:
-    return client(address).get_job_logs(job_id)
+    return _retry(lambda: client(address).get_job_logs(job_id))
 
 
 def stop(address: str, job_id: str) -> bool:
@@ -107,8 +124,8 @@ def follow(address: str, job_id: str, *, poll_s: float = 2.0, echo=print) -> str
     c = client(address)
     shown = 0
     while True:
-        st = str(c.get_job_status(job_id).value)
-        text = c.get_job_logs(job_id)
+        st = str(_retry(lambda: c.get_job_status(job_id).value))
+        text = _retry(lambda: c.get_job_logs(job_id))
         if len(text) > shown:
             echo(text[shown:].rstrip("\n"))
             shown = len(text)
