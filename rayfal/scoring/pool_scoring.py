@@ -195,20 +195,21 @@ def score_pool(
     t0 = time.perf_counter()
     ctx = ray.data.DataContext.get_current()
     ctx.wait_for_min_actors_s = cfg.actor_start_timeout_s
-    ctx.execution_options.actor_locality_enabled = cfg.actor_locality
+    if not cfg.actor_locality:  # deprecated knob in Ray 2.60: touch it only when asked
+        ctx.execution_options.actor_locality_enabled = False
     ds = ray.data.read_parquet(pool.files, columns=columns)
     scorer_kwargs = dict(
-            strategy=strategy,
-            strategy_params=strategy_params,
-            seed=seed,
-            round=round,
-            labelled_ref=labelled_ref,
-            model_ref=model_ref,
-            feature_column=pool.feature_column,
-            input_shape=pool.input_shape,
-            mc_samples=cfg.mc_samples,
-            threads=max(1, int(plan.cpus)),
-            use_gpu=plan.gpus > 0,
+        strategy=strategy,
+        strategy_params=strategy_params,
+        seed=seed,
+        round=round,
+        labelled_ref=labelled_ref,
+        model_ref=model_ref,
+        feature_column=pool.feature_column,
+        input_shape=pool.input_shape,
+        mc_samples=cfg.mc_samples,
+        threads=max(1, int(plan.cpus)),
+        use_gpu=plan.gpus > 0,
     )
     common = dict(num_cpus=plan.cpus, num_gpus=plan.gpus or None, batch_size=cfg.batch_size,
                   batch_format="numpy", scheduling_strategy=cfg.scheduling_strategy)

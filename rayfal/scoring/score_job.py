@@ -174,7 +174,8 @@ def score_to_parquet(
         columns = [S.ROW_ID, S.GROUP] + ([pool.feature_column] if strat.needs_probs else [])
         ctx = ray.data.DataContext.get_current()
         ctx.wait_for_min_actors_s = cfg.actor_start_timeout_s
-        ctx.execution_options.actor_locality_enabled = cfg.actor_locality
+        if not cfg.actor_locality:  # deprecated knob in Ray 2.60: touch it only when asked
+            ctx.execution_options.actor_locality_enabled = False
         ds = ray.data.read_parquet(todo, columns=columns, include_paths=True)
         kwargs = dict(
             strategy=strategy, strategy_params={}, seed=seed, round=0,
