@@ -9,7 +9,7 @@ STAMP := $(VENV)/.stamp-install
 JOB ?= jobs/quickstart.yaml
 RUN_DIR ?= runs/quickstart
 
-.PHONY: setup run test lint report clean
+.PHONY: setup run test test-cluster lint report clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ run: setup
 test: setup
 	$(VENV)/bin/ruff check rayfal tests benchmarks
 	$(PY) -m pytest -q -x --durations=10
+
+# The two-node Ray cluster test (head + worker via `ray start`, Jobs API submission).
+test-cluster: setup
+	RAYFAL_CLUSTER_TESTS=1 $(PY) -m pytest -q tests/test_cluster_jobs.py
 
 lint: setup
 	$(VENV)/bin/ruff check rayfal tests benchmarks

@@ -18,7 +18,15 @@ import pytest
 from rayfal import submit
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+# Starts two extra raylets, a dashboard and a DDP job: 2.5–4 min on a quiet 2-core machine,
+# and it ran out of its 8-minute deadline when the machine was heavily loaded. So it runs on
+# request (`make test-cluster`, or RAYFAL_CLUSTER_TESTS=1), not in every `make test`.
+pytestmark = [
+    pytest.mark.ray,
+    pytest.mark.timeout(900),
+    pytest.mark.skipif(os.environ.get("RAYFAL_CLUSTER_TESTS") != "1",
+                       reason="two-node cluster test: set RAYFAL_CLUSTER_TESTS=1 (make test-cluster)"),
+]
 
 
 def _free_port() -> int:
