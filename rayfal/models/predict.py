@@ -7,8 +7,10 @@ import torch
 
 from rayfal.models.mc_dropout import MCDropout, TwoStageModel, dropout_masks
 
-#: rows sharing ``row_key // MASK_BLOCK`` draw their masks from one generator call
-MASK_BLOCK = 64
+#: rows sharing ``row_key // MASK_BLOCK`` draw their masks from one generator call. Small
+#: enough that sparse row ids (e.g. a shuffled or filtered pool) waste at most 8x the random
+#: numbers, large enough that dense ids need few generator calls.
+MASK_BLOCK = 8
 
 
 class RowKeyedMasks:
@@ -24,7 +26,11 @@ class RowKeyedMasks:
         keys = np.asarray(row_keys, dtype=np.int64)
         self.block = keys // MASK_BLOCK
         self.slot = torch.from_numpy(keys % MASK_BLOCK)
-        self.blocks, self.inverse = np.unique(self.block, return_inverse=True)
+        self.blocks, inverse = np.unique(self.block, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(len(self.blocks) + 1))
+        self.rows = [torch.from_numpy(order[bounds[i] : bounds[i + 1]])
+                     for i in range(len(self.blocks))]
         self.t = mc_samples
         self.seed = seed
         self.layer = 0
@@ -36,11 +42,10 @@ class RowKeyedMasks:
             raise ValueError(f"expected {self.t * n} activation rows, got {x.shape[0]}")
         keep = torch.empty(self.t, n, d, dtype=x.dtype)
         gen = torch.Generator()
-        for i, b in enumerate(self.blocks.tolist()):
-            rows = np.flatnonzero(self.inverse == i)
+        for rows, b in zip(self.rows, self.blocks.tolist(), strict=True):
             gen.manual_seed(hash((self.seed, self.layer, b)) & 0x7FFF_FFFF_FFFF_FFFF)
             u = torch.rand(self.t, MASK_BLOCK, d, generator=gen)
-            keep[:, torch.from_numpy(rows)] = (u[:, self.slot[rows]] >= module.p).to(x.dtype)
+            keep[:, rows] = (u[:, self.slot[rows]] >= module.p).to(x.dtype)
         self.layer += 1
         return keep.reshape(self.t * n, d).to(x.device) / (1.0 - module.p)
 
