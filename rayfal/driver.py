@@ -37,6 +37,7 @@ from rayfal.acquisition import (
     select_in_memory,
     worst_group_from_metrics,
 )
+from rayfal.atomic import atomic_write_text
 from rayfal.config import CampaignConfig, ConfigError, JobConfig, TrainingConfig
 from rayfal.data import schema as S
 from rayfal.data.ledger import LabelLedger
@@ -53,17 +54,6 @@ log = logging.getLogger("rayfal")
 
 ROUNDS_CSV = "rounds.csv"
 JOB_YAML = "job.yaml"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write-temp, fsync, rename: readers see the old or the new file, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def schedule(cfg: JobConfig, pool_size: int) -> int:

@@ -41,8 +41,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 __all__ = [
@@ -142,16 +140,12 @@ class PandaPolicy(nn.Module):
 
 def save_policy(directory: str | Path, policy: PandaPolicy, extra: dict | None = None) -> Path:
     """Write ``policy.safetensors`` (state_dict) + ``policy.json`` (config + ``extra``)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in policy.state_dict().items()}
-    meta = {"config": policy.config, **(extra or {})}
-    with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        save_file(state, os.path.join(tmp, POLICY_WEIGHTS))
-        Path(tmp, POLICY_META).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        os.replace(os.path.join(tmp, POLICY_WEIGHTS), directory / POLICY_WEIGHTS)
-        os.replace(os.path.join(tmp, POLICY_META), directory / POLICY_META)
-    return directory
+    from rayfal.models.checkpoint import state_dict_cpu, write_weights_and_meta
+
+    return write_weights_and_meta(
+        directory, state_dict_cpu(policy), {"config": policy.config, **(extra or {})},
+        weights_name=POLICY_WEIGHTS, meta_name=POLICY_META,
+    )
 
 
 def load_policy(directory: str | Path) -> tuple[PandaPolicy, dict]:

@@ -39,6 +39,25 @@ def state_dict_cpu(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in inner.state_dict().items()}
 
 
+def write_weights_and_meta(
+    directory: str | Path,
+    state: dict[str, torch.Tensor],
+    meta: dict,
+    *,
+    weights_name: str = WEIGHTS,
+    meta_name: str = META,
+) -> Path:
+    """Write safetensors weights + a JSON file into ``directory`` (temp dir, then rename)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        save_file(state, os.path.join(tmp, weights_name))
+        Path(tmp, meta_name).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        os.replace(os.path.join(tmp, weights_name), directory / weights_name)
+        os.replace(os.path.join(tmp, meta_name), directory / meta_name)
+    return directory
+
+
 def save_checkpoint(
     directory: str | Path,
     state: dict[str, torch.Tensor],
@@ -46,15 +65,7 @@ def save_checkpoint(
     extra: dict | None = None,
 ) -> Path:
     """Write ``model.safetensors`` + ``model.json`` atomically (temp dir, then rename files)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    meta = {"spec": spec, **(extra or {})}
-    with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        save_file(state, os.path.join(tmp, WEIGHTS))
-        Path(tmp, META).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        os.replace(os.path.join(tmp, WEIGHTS), directory / WEIGHTS)
-        os.replace(os.path.join(tmp, META), directory / META)
-    return directory
+    return write_weights_and_meta(directory, state, {"spec": spec, **(extra or {})})
 
 
 def load_checkpoint(

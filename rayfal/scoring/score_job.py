@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from rayfal.acquisition import CandidateReducer, make_strategy
+from rayfal.atomic import atomic_write_text
 from rayfal.config import ScoringConfig
 from rayfal.data import schema as S
 from rayfal.data.pool import Pool
@@ -45,15 +46,6 @@ def _atomic_write_table(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     pq.write_table(table, tmp)
     with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_write_json(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh)
-        fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
 
@@ -102,8 +94,9 @@ class _FileBuffers:
         table = pa.table({S.ROW_ID: row_id[order], "score": score[order], S.GROUP: group[order]})
         key = file_key(path)
         _atomic_write_table(table, self.out_dir / "scores" / f"{key}.parquet")
-        _atomic_write_json({"file": os.path.abspath(path), "rows": int(len(row_id)), **self.meta},
-                           self.out_dir / "done" / f"{key}.json")
+        atomic_write_text(self.out_dir / "done" / f"{key}.json",
+                          json.dumps({"file": os.path.abspath(path), "rows": int(len(row_id)),
+                                      **self.meta}))
         self.seen[path] = set()
         self.flushed.append(path)
 
