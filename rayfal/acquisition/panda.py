@@ -22,8 +22,13 @@ The pieces of the method that do not depend on the meta-training loop (which liv
   temperature an item's weight can exceed 1, the masks ``log(1 - a_j) / tau`` being weak; the
   learner normalises by ``sum w = B`` either way.)
 * :func:`simulate` = ACTIVELEARNSIM (Algorithm 1, lines 8-15) unrolled: a linear (softmax)
-  classifier trained by ``steps`` full-batch gradient steps of size ``lr`` on the softly
-  selected items (per-item weights ``w``), differentiable end to end w.r.t. the policy.
+  classifier trained by gradient steps of size ``lr`` on the softly selected items,
+  differentiable end to end w.r.t. the policy. :class:`InnerConfig` ``mode="sequential"`` is
+  lines 10-12 literally (pick ``b``, then "(a/several) gradient step(s)" on that pick, for
+  ``b = 1..B``; the soft pick ``a_b`` of :func:`relaxed_top_b_picks` relaxes the one-hot
+  ``j``); ``mode="batch"`` (default, cheaper: ``steps`` instead of ``B * steps`` unrolled
+  steps) takes ``steps`` full-batch steps on all B picks at once, which §3.3 allows for the
+  classifier-agnostic policy ("unrolled in a single step").
 * Disparity surrogates (Table 1) on the *soft* prediction ``h(x) = P(y_hat = 1 | x)``
   (positive class 1) instead of the hard ``1[...]``: :func:`soft_demographic_parity`,
   :func:`soft_error_rate_balance`, :func:`soft_equalized_odds`. On 0/1 predictions they are
@@ -33,8 +38,9 @@ The pieces of the method that do not depend on the meta-training loop (which liv
 * :func:`select`: test-time selection in one forward pass (hard top-B).
 * :func:`save_policy` / :func:`load_policy`: safetensors + JSON (no pickle).
 
-Attention over the whole pool costs ``O(N^2)`` memory per layer and head: apply the policy to a
-pool (or a subsample of it) of at most a few thousand items.
+Attention over the whole pool costs ``O(N^2)`` time per layer and head (memory ``O(N)`` with
+the memory-efficient attention kernel :meth:`PandaPolicy.encode` forces): a 10k-row pool is one
+forward pass of a few seconds on one CPU thread (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -59,9 +65,11 @@ __all__ = [
     "SimResult",
     "gumbel_noise",
     "gumbel_top_b",
+    "hard_picks",
     "inner_fit",
     "load_policy",
     "relaxed_top_b",
+    "relaxed_top_b_picks",
     "save_policy",
     "select",
     "simulate",
@@ -122,9 +130,19 @@ class PandaPolicy(nn.Module):
         return self.log_temperature.exp()
 
     def encode(self, x: Tensor) -> Tensor:
-        """Contextual item representations ``[..., N, d_model]`` (the context is the pool)."""
+        """Contextual item representations ``[..., N, d_model]`` (the context is the pool).
+
+        PyTorch's inference "fast path" of ``nn.TransformerEncoderLayer`` materialises the
+        ``N x N`` attention matrices (10k items: ~2 GB, 10 s here); it is switched off during
+        this call so attention goes through ``scaled_dot_product_attention``'s
+        memory-efficient kernel (~0.6 GB, 4 s; same logits to ~1e-6)."""
         squeeze = x.ndim == 2
-        h = self.encoder(self.input(x[None] if squeeze else x))
+        fast = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            h = self.encoder(self.input(x[None] if squeeze else x))
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fast)
         return h[0] if squeeze else h
 
     def forward(self, x: Tensor) -> Tensor:
@@ -184,63 +202,104 @@ def gumbel_top_b(logits: Tensor, b: int, *, generator: torch.Generator | None = 
     return torch.topk(logits + noise, b, dim=-1).indices
 
 
-def relaxed_top_b(logits: Tensor, b: int, temperature: Tensor | float, *,
-                  noise: Tensor | None = None, generator: torch.Generator | None = None,
-                  eps: float = 1e-20) -> Tensor:
-    """Soft B-hot weights by successive softmax (module docstring) over the last axis.
-
-    ``w = sum_{j<=b} a_j``, ``a_j = softmax(s_j / tau)``, ``s_1 = logits + G``,
-    ``s_{j+1} = s_j + log(max(1 - a_j, eps))``. Differentiable w.r.t. ``logits`` and ``tau``.
-    """
+def relaxed_top_b_picks(logits: Tensor, b: int, temperature: Tensor | float, *,
+                        noise: Tensor | None = None, generator: torch.Generator | None = None,
+                        eps: float = 1e-20) -> Tensor:
+    """The ``b`` successive soft picks ``a_1..a_b`` (module docstring), stacked ``[..., b, N]``:
+    ``a_j = softmax(s_j / tau)``, ``s_1 = logits + G``, ``s_{j+1} = s_j + log(max(1 - a_j,
+    eps))``. Row ``j`` relaxes the one-hot ``j``-th pick of Gumbel-top-B (Algorithm 1, line 11).
+    Differentiable w.r.t. ``logits`` and ``tau``."""
     n = logits.shape[-1]
     if not 0 <= b <= n:
         raise ValueError(f"cannot pick {b} of {n} items")
     if noise is None:
         noise = gumbel_noise(logits.shape, generator=generator, dtype=logits.dtype)
-    s = logits + noise
-    weights = torch.zeros_like(s)
+    s = logits + noise.to(logits.device)
     a = torch.zeros_like(s)
+    picks = []
     for _ in range(b):
         s = s + torch.log((1.0 - a).clamp_min(eps))
         a = torch.softmax(s / temperature, dim=-1)
-        weights = weights + a
-    return weights
+        picks.append(a)
+    return torch.stack(picks, dim=-2) if picks else s.new_zeros((*s.shape[:-1], 0, n))
+
+
+def relaxed_top_b(logits: Tensor, b: int, temperature: Tensor | float, *,
+                  noise: Tensor | None = None, generator: torch.Generator | None = None,
+                  eps: float = 1e-20) -> Tensor:
+    """Soft B-hot weights by successive softmax (module docstring) over the last axis:
+    ``w = sum_{j<=b} a_j`` of :func:`relaxed_top_b_picks`. Differentiable w.r.t. ``logits``
+    and ``tau``."""
+    return relaxed_top_b_picks(logits, b, temperature, noise=noise, generator=generator,
+                               eps=eps).sum(-2)
 
 
 # --------------------------------------------------------------------------- ACTIVELEARNSIM
 
 
+INNER_MODES = ("batch", "sequential")
+
+
 @dataclass(frozen=True)
 class InnerConfig:
-    """The learner ``A`` of ACTIVELEARNSIM: ``steps`` full-batch gradient steps of size ``lr``
-    on the selection-weighted mean cross-entropy (+ ``l2/2 ||W||^2``) of a linear softmax
-    classifier with ``n_classes`` outputs, from ``W = 0, b = 0`` unless a warm start is given."""
+    """The learner ``A`` of ACTIVELEARNSIM: a linear softmax classifier with ``n_classes``
+    outputs, from ``W = 0, b = 0`` unless a warm start is given, trained by gradient steps of
+    size ``lr`` on the cross-entropy (+ ``l2/2 ||W||^2``) of the selected items.
+
+    ``mode="batch"``: ``steps`` full-batch steps on the selection-weighted mean over the B
+    (softly) selected items (the B picks of the classifier-agnostic policy made at once, §3.3).
+    ``mode="sequential"``: Algorithm 1, lines 10-12 literally: for each pick ``b = 1..B`` in
+    order, ``steps`` gradient step(s) on that pick's loss ``l(y_j, h(x_j))`` (relaxed: the
+    loss averaged under the soft pick ``a_b``), ``B * steps`` unrolled steps in all."""
 
     n_classes: int = 2
     steps: int = 5
     lr: float = 1.0
     l2: float = 0.0
+    mode: str = "batch"
+
+    def __post_init__(self) -> None:
+        if self.mode not in INNER_MODES:
+            raise ValueError(f"InnerConfig.mode must be one of {INNER_MODES}, got '{self.mode}'")
 
 
 def inner_fit(x: Tensor, y: Tensor, weights: Tensor, cfg: InnerConfig,
               init: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-    """Train the linear classifier on ``(x, y)`` with per-item ``weights`` (the soft or hard
-    selection), unrolled (Algorithm 1, line 12): ``W <- W - lr (X^T (w * (P - Y)) / sum(w) +
-    l2 W)``. Differentiable w.r.t. ``weights`` (and ``x``). Returns ``(W [d, C], b [C])``."""
+    """Train the linear classifier on ``(x, y)`` with per-item ``weights``, unrolled
+    (Algorithm 1, line 12): ``W <- W - lr (X^T (w * (P - Y)) / sum(w) + l2 W)``.
+
+    ``weights`` ``[N]`` (batch mode: the soft or hard B-hot selection) or ``[B, N]`` (the
+    picks in order, one row per pick: sequential mode takes ``cfg.steps`` steps per row, row
+    by row; batch mode sums the rows). Differentiable w.r.t. ``weights`` (and ``x``). Returns
+    ``(W [d, C], b [C])``."""
     d = x.shape[-1]
     if init is None:
-        w_ = torch.zeros(d, cfg.n_classes, dtype=x.dtype)
-        b_ = torch.zeros(cfg.n_classes, dtype=x.dtype)
+        w_ = torch.zeros(d, cfg.n_classes, dtype=x.dtype, device=x.device)
+        b_ = torch.zeros(cfg.n_classes, dtype=x.dtype, device=x.device)
     else:
         w_, b_ = init
     onehot = torch.nn.functional.one_hot(y.long(), cfg.n_classes).to(x.dtype)
-    norm = weights.sum().clamp_min(1e-12)
-    for _ in range(cfg.steps):
-        p = torch.softmax(x @ w_ + b_, dim=-1)
-        r = (p - onehot) * (weights / norm)[:, None]
-        w_ = w_ - cfg.lr * (x.T @ r + cfg.l2 * w_)
-        b_ = b_ - cfg.lr * r.sum(0)
+    if cfg.mode == "sequential":
+        if weights.ndim != 2:
+            raise ValueError("sequential inner mode needs the picks in order, weights [B, N]")
+        rows = list(weights)
+    else:
+        rows = [weights.sum(0) if weights.ndim == 2 else weights]
+    for row in rows:
+        row = row / row.sum().clamp_min(1e-12)
+        for _ in range(cfg.steps):
+            p = torch.softmax(x @ w_ + b_, dim=-1)
+            r = (p - onehot) * row[:, None]
+            w_ = w_ - cfg.lr * (x.T @ r + cfg.l2 * w_)
+            b_ = b_ - cfg.lr * r.sum(0)
     return w_, b_
+
+
+def hard_picks(indices: ArrayLike | Tensor, n: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """One-hot rows ``[B, n]`` of picks ``indices`` in order (a hard selection for
+    :func:`simulate`'s ``weights`` in either inner mode)."""
+    idx = torch.as_tensor(np.asarray(indices) if not isinstance(indices, Tensor) else indices)
+    return torch.nn.functional.one_hot(idx.long().reshape(-1), n).to(dtype)
 
 
 def _cells(groups: Tensor) -> list[Tensor]:
@@ -267,7 +326,7 @@ def soft_equalized_odds(p: Tensor, groups: Tensor, y: Tensor) -> Tensor:
 def soft_error_rate_balance(p: Tensor, groups: Tensor, y: Tensor) -> Tensor:
     """Table 1 ``Delta^EB = max_{a,a',y} |E[h | g=a, Y=y] - E[h | g=a', Y=y]|`` (soft): the
     largest spread of per-group TPR (y=1) or FPR (y=0); empty cells skipped."""
-    spreads = [torch.zeros((), dtype=p.dtype)]
+    spreads = [torch.zeros((), dtype=p.dtype, device=p.device)]
     for label in torch.unique(y):
         ym = y == label
         rates = [p[m & ym].mean() for m in _cells(groups) if (m & ym).any()]
@@ -316,9 +375,11 @@ def simulate(
     """ACTIVELEARNSIM(A, D, L, pi) (Algorithm 1, lines 8-15) + the outer quantities of Eq. 3/4.
 
     ``L = (pool_x, pool_y)`` (labels hidden from the policy), ``V = (val_x, val_y,
-    val_groups)``. The policy's logits are relaxed to soft B-hot ``weights``
-    (:func:`relaxed_top_b`, temperature ``policy.temperature``) unless ``weights`` are given
-    (e.g. a hard or random selection); the classifier is :func:`inner_fit` on them. Returns the
+    val_groups)``. The policy's logits are relaxed to ``budget`` soft picks
+    (:func:`relaxed_top_b_picks`, temperature ``policy.temperature``) unless ``weights`` are
+    given (a hard or random selection: B-hot ``[N]`` for the batch inner mode, or the picks in
+    order ``[B, N]``, see :func:`hard_picks`, for either mode); the classifier is
+    :func:`inner_fit` on them. ``SimResult.weights`` is the B-hot ``[N]`` (sum of the picks). Returns the
     mean validation cross-entropy and the soft disparity ``DISPARITIES[disparity]`` on ``V``.
     ``classifier_x`` optionally gives the classifier different features for ``(pool, val)``
     than the policy's (e.g. a frozen pretrained representation, §4.2).
@@ -327,10 +388,15 @@ def simulate(
         if policy is None:
             raise ValueError("simulate needs a policy or explicit weights")
         logits = policy(pool_x)
-        weights = relaxed_top_b(logits, budget, policy.temperature, noise=noise,
-                                generator=generator)
+        weights = relaxed_top_b_picks(logits, budget, policy.temperature, noise=noise,
+                                      generator=generator)
+    elif inner.mode == "sequential" and weights.ndim != 2:
+        raise ValueError("the sequential inner mode needs the picks in order: weights [B, N] "
+                         "(hard_picks(indices, N))")
     cx_pool, cx_val = classifier_x if classifier_x is not None else (pool_x, val_x)
     w_, b_ = inner_fit(cx_pool, pool_y, weights, inner, init)
+    if weights.ndim == 2:
+        weights = weights.sum(0)
     logits_v = cx_val @ w_ + b_
     loss = torch.nn.functional.cross_entropy(logits_v, val_y.long())
     p_val = torch.softmax(logits_v, dim=-1)[:, 1]
@@ -348,7 +414,9 @@ def select(policy: PandaPolicy, pool_features: ArrayLike | Tensor, budget: int, 
     single forward pass through the selection policy").
 
     ``seed=None``: the hard top-B of the logits (the mode of Gumbel-top-B); an int: a
-    Gumbel-top-B sample with that seed (deterministic). Returned in decreasing (perturbed) logit
+    Gumbel-top-B sample with that seed (deterministic), which is what §4.2 describes ("we
+    sample B items from the predicted probability distribution in a single decoding step") and
+    what the policy was meta-trained to produce. Returned in decreasing (perturbed) logit
     order.
     """
     x = torch.as_tensor(np.asarray(pool_features) if not isinstance(pool_features, Tensor)
@@ -363,7 +431,8 @@ def select(policy: PandaPolicy, pool_features: ArrayLike | Tensor, budget: int, 
     was_training = policy.training
     policy.eval()
     try:
-        logits = policy(x.to(next(policy.parameters()).dtype))
+        ref = next(policy.parameters())
+        logits = policy(x.to(device=ref.device, dtype=ref.dtype)).cpu()
     finally:
         policy.train(was_training)
     if seed is None:

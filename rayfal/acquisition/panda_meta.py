@@ -35,15 +35,28 @@ Choices where the paper is open (documented here, parameters of :func:`meta_trai
 * The constraint is checked on the soft disparity surrogate (the quantity that is minimised);
   the hard disparity of the thresholded classifier is logged alongside.
 * Randomness of iteration ``k`` (task split, Gumbel noise) comes from a generator seeded by
-  ``(seed, k)``, so a run resumed at ``start_step`` sees the same tasks as an uninterrupted one.
+  ``(seed, k)`` (:func:`task_generator`: ``(seed, k * tasks_per_step + j)`` for task ``j``),
+  so a run resumed at ``start_step`` sees the same tasks as an uninterrupted one.
+* With the encoder frozen (``train_encoder=False``) its pool representation is computed once
+  per task and shared by the forward step and every proximal iteration (exact, and it saves
+  the ``O(N^2)`` attention pass ``prox_steps`` times).
 * The simulated learner starts every task from ``h^0 = 0``: the paper's ``h^0 = A(D^0)`` would
   have been trained on ``V`` (a subset of D); :func:`~rayfal.acquisition.panda.simulate`
   accepts a warm start (``init``) and separate classifier features (``classifier_x``, e.g. the
   frozen pretrained representation of §4.2) for callers that want them. Features are used as
   given (§4.2 standardises them to mean 0, variance 1; do it before).
 * Algorithm 1 picks one item per inner step (lines 10-12); with the classifier-agnostic policy
-  of §3.3 the B picks are one Gumbel-top-B, and the learner takes ``inner.steps`` full-batch
-  steps on the B (softly) selected items.
+  of §3.3 the B picks are one (relaxed) Gumbel-top-B. ``inner.mode="sequential"`` then trains
+  the learner pick by pick as in lines 10-12; ``"batch"`` (default) takes ``inner.steps``
+  full-batch steps on the B softly selected items (see :class:`~rayfal.acquisition.panda.
+  InnerConfig`).
+* Line 4's plain gradient step is an Adam step (§4.2: "The model is optimized with Adam"); the
+  schedule ``eta^k`` is Adam's constant ``lr``.
+* A meta-iteration may average over ``tasks_per_step`` tasks (a minibatch estimate of Eq. 3's
+  expectation over tasks; 1 = Algorithm 1 as written): the forward step uses the mean
+  validation loss, the proximal step the mean smoothed indicator and stops when every task
+  satisfies the constraint. The tasks can be spread over data-parallel workers (``rank``,
+  ``world_size``, ``allreduce``; :mod:`rayfal.training.panda_train` runs it on Ray Train).
 """
 
 from __future__ import annotations
@@ -63,6 +76,7 @@ from rayfal.acquisition.panda import (
     InnerConfig,
     PandaPolicy,
     gumbel_noise,
+    relaxed_top_b_picks,
     simulate,
 )
 from rayfal.fairness import metrics
@@ -74,6 +88,7 @@ __all__ = [
     "pretrain_encoder",
     "sample_task",
     "step_generator",
+    "task_generator",
 ]
 
 
@@ -134,6 +149,7 @@ def pretrain_encoder(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head.reset_parameters()
+    head.to(data.x.device)
     params = [*policy.encoder_parameters(), *head.parameters()]
     opt = torch.optim.Adam(params, lr=lr)
     set_size = min(set_size, len(data))
@@ -154,6 +170,27 @@ def _flat(params: Iterable[Tensor]) -> Tensor:
     return torch.cat([p.detach().reshape(-1) for p in params])
 
 
+#: ``allreduce(tensor, op)`` with ``op`` in ``{"sum", "max"}``: the reduction over data-parallel
+#: meta-training workers (returns the reduced tensor; ``None`` = a single worker).
+AllReduce = Callable[[Tensor, str], Tensor]
+
+
+def _reduce(t: Tensor, op: str, allreduce: AllReduce | None) -> Tensor:
+    return t if allreduce is None else allreduce(t, op)
+
+
+def _grads(value: Tensor, params: list[nn.Parameter], allreduce: AllReduce | None) -> list[Tensor]:
+    """``d value / d params`` (zeros for unused parameters), summed over workers."""
+    grads = torch.autograd.grad(value, params, allow_unused=True) if value.requires_grad \
+        else [None] * len(params)
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+    if allreduce is None:
+        return grads
+    flat = allreduce(torch.cat([g.reshape(-1) for g in grads]), "sum")
+    return [chunk.view_as(p) for chunk, p in
+            zip(torch.split(flat, [p.numel() for p in params]), params, strict=True)]
+
+
 def fbs_prox_step(
     params: list[nn.Parameter],
     disparity_fn: Callable[[], Tensor],
@@ -162,38 +199,58 @@ def fbs_prox_step(
     weight: float = 1.0,
     steps: int = 10,
     lr: float = 0.5,
+    n_tasks: int | None = None,
+    allreduce: AllReduce | None = None,
 ) -> dict[str, Any]:
     """Approximate proximal step of FBS (Algorithm 1, line 5), in place on ``params``.
 
-    ``theta_hat`` = the current ``params``. For up to ``steps`` iterations: evaluate ``d =
-    disparity_fn()`` (a differentiable function of ``params``); stop if ``d < rho``; otherwise
-    take a gradient step of size ``lr`` on ``weight * d + 1/2 ||theta - theta_hat||^2`` (the
-    smoothed ``chi`` is ``d`` when the constraint is violated, 0 otherwise).
+    Line 5: ``theta^{k+1} = argmin_theta eta chi(theta) + 1/2 ||theta - theta_hat^{k+1}||^2``
+    with ``theta_hat^{k+1}`` = the current ``params`` (after the forward step of line 4). As in
+    §3.2 the argmin is approximated by gradient descent on a *smoothed* ``chi``: for one task,
+    ``chi~ = Delta_V`` when the constraint ``Delta_V < rho`` is violated and ``0`` when it holds
+    (the paper's "takes values 0 when the constraint is satisfied, and takes value
+    Delta_V(h) otherwise"). For a meta-batch of ``n_tasks`` tasks (Eq. 3's empirical
+    expectation over tasks) ``chi~`` is the mean of the per-task values.
 
-    Returns ``{"initial", "final", "steps", "satisfied", "moved"}`` (disparities as floats,
-    iterations used, whether the final iterate satisfies the constraint, ``||theta -
-    theta_hat||``).
+    ``disparity_fn()`` returns the differentiable disparity of this worker's task(s): a scalar
+    or a vector ``[m]``. For up to ``steps`` iterations: stop as soon as every task satisfies
+    the constraint (the paper: "this approximate projection always finds an iterate that
+    satisfies the original constraint"; from then on ``grad chi~ = 0`` and further steps would
+    only pull back towards ``theta_hat`` into the violated region); otherwise one gradient step
+    of size ``lr`` on ``weight * chi~(theta) + 1/2 ||theta - theta_hat||^2``. ``allreduce``
+    sums ``grad chi~`` and takes the max of the disparities over data-parallel workers.
+
+    Returns ``{"initial", "final", "steps", "satisfied", "moved"}``: the largest per-task
+    disparity before and after, iterations used, whether every task satisfies the constraint,
+    ``||theta - theta_hat||``.
     """
     theta_hat = [p.detach().clone() for p in params]
     initial = final = None
     used = 0
     for _ in range(steps + 1):
-        d = disparity_fn()
-        final = float(d.detach())
+        d = disparity_fn().reshape(-1)
+        local_max = d.detach().max() if d.numel() else torch.tensor(-math.inf, dtype=d.dtype)
+        final = float(_reduce(local_max.clone(), "max", allreduce))
         initial = final if initial is None else initial
         if final < rho or used == steps:
             break
-        objective = weight * d + 0.5 * sum(((p - h) ** 2).sum() for p, h in zip(params, theta_hat,
-                                                                             strict=True))
-        grads = torch.autograd.grad(objective, params, allow_unused=True)
+        n = n_tasks if n_tasks is not None else d.numel()
+        chi = (d * (d.detach() >= rho).to(d.dtype)).sum() / n  # smoothed indicator, task mean
+        g_chi = _grads(chi, params, allreduce)
         with torch.no_grad():
-            for p, g in zip(params, grads, strict=True):
-                if g is not None:
-                    p.sub_(lr * g)
+            for p, h, g in zip(params, theta_hat, g_chi, strict=True):
+                p.sub_(lr * (weight * g + (p - h)))  # grad of weight*chi~ + 1/2||p - h||^2
         used += 1
     moved = float((_flat(params) - _flat(theta_hat)).norm())
     return {"initial": initial, "final": final, "steps": used, "satisfied": final < rho,
             "moved": moved}
+
+
+def task_generator(seed: int, step: int, task: int, tasks_per_step: int) -> torch.Generator:
+    """The generator of task ``task`` of meta-iteration ``step`` (``step_generator`` of the
+    global task index ``step * tasks_per_step + task``; with one task per step it is
+    ``step_generator(seed, step)``)."""
+    return step_generator(seed, step * tasks_per_step + task)
 
 
 def meta_train(
@@ -213,29 +270,47 @@ def meta_train(
     prox_steps: int = 10,
     prox_lr: float = 0.5,
     seed: int = 0,
+    tasks_per_step: int = 1,
+    rank: int = 0,
+    world_size: int = 1,
+    allreduce: AllReduce | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     progress: bool = True,
     checkpoint_fn: Callable[[int, PandaPolicy, torch.optim.Optimizer, dict], None] | None = None,
     checkpoint_every: int = 50,
+    on_step: Callable[[dict], None] | None = None,
     start_step: int = 0,
 ) -> list[dict[str, float]]:
     """Algorithm 1 of PANDA on D0 = ``data`` for iterations ``start_step .. steps - 1``.
 
-    Each iteration: task (L, V) by :func:`sample_task`; forward step: ``optimizer`` (Adam with
-    ``lr`` unless given) on the validation cross-entropy of :func:`simulate` (soft top-``budget``
-    selection from L, ``inner`` learner); backward step: :func:`fbs_prox_step` on the soft
-    disparity ``DISPARITIES[disparity]`` of the same simulation with threshold ``rho``.
+    Each iteration ``k``: ``tasks_per_step`` tasks (L, V) by :func:`sample_task` (line 3; task
+    ``j`` from :func:`task_generator`); forward step (line 4): one ``optimizer`` step (Adam with
+    ``lr`` unless given, §4.2) on the mean over the tasks of the validation cross-entropy of
+    :func:`simulate` (soft top-``budget`` selection from L, ``inner`` learner); backward step
+    (line 5): :func:`fbs_prox_step` on the soft disparity ``DISPARITIES[disparity]`` of the
+    same simulations (same tasks, same Gumbel noise) with threshold ``rho``.
 
-    ``checkpoint_fn(step, policy, optimizer, record)`` runs after every ``checkpoint_every``-th
-    iteration and after the last one (``step`` = iterations completed). To resume, pass the
-    restored optimiser and ``start_step``. Returns one record per iteration: ``step``,
-    ``loss`` (before the update), ``disparity`` (soft) and ``disparity_hard`` (thresholded
-    classifier, :mod:`rayfal.fairness.metrics`), prox diagnostics and ``temperature``.
+    Data parallel: worker ``rank`` of ``world_size`` simulates tasks ``j = rank, rank +
+    world_size, ...`` and ``allreduce`` sums the gradients (and takes the max of the
+    disparities); every worker then applies the same update, so the result does not depend on
+    ``world_size`` (up to float summation order). ``tasks_per_step >= world_size``.
+
+    ``checkpoint_fn(step, policy, optimizer, record)`` runs on every worker after every
+    ``checkpoint_every``-th iteration and after the last one (``step`` = iterations completed);
+    ``on_step(record)`` after every iteration. To resume, pass the restored optimiser and
+    ``start_step``. Returns one record per iteration: ``step``, ``loss`` (task mean, before the
+    update), ``disparity`` (soft, task mean) and ``disparity_hard`` (thresholded classifier,
+    :mod:`rayfal.fairness.metrics`, task mean), prox diagnostics and ``temperature``.
     """
     if disparity not in DISPARITIES:
         raise ValueError(f"unknown disparity '{disparity}'; known: {', '.join(DISPARITIES)}")
     if not 1 <= budget <= pool_size:
         raise ValueError(f"budget must be in 1..pool_size ({pool_size}), got {budget}")
+    if not 0 <= rank < world_size <= tasks_per_step:
+        raise ValueError(f"need 0 <= rank ({rank}) < world_size ({world_size}) <= tasks_per_step "
+                         f"({tasks_per_step})")
+    if world_size > 1 and allreduce is None:
+        raise ValueError("world_size > 1 needs an allreduce function")
     params = [*policy.parameters()] if train_encoder else policy.head_parameters()
     if not train_encoder:
         for p in policy.encoder_parameters():
@@ -246,6 +321,7 @@ def meta_train(
         "eo": lambda yp, y, g: metrics.panda_equalized_odds(y, yp, groups=g),
         "eb": lambda yp, y, g: metrics.error_rate_balance(y, yp, groups=g),
     }[disparity]
+    device = data.x.device
     history: list[dict[str, float]] = []
     iterator: Iterable[int] = range(start_step, steps)
     if progress:
@@ -255,32 +331,58 @@ def meta_train(
     policy.train()
     try:
         for k in iterator:
-            gen = step_generator(seed, k)
-            li, vi = sample_task(len(data), pool_size, val_size, gen)
-            noise = gumbel_noise((pool_size,), generator=gen, dtype=data.x.dtype)
-            px, py = data.x[li], data.y[li]
-            vx, vy, vg = data.x[vi], data.y[vi], data.group[vi]
+            tasks = []
+            for j in range(rank, tasks_per_step, world_size):  # line 3: reshuffle D into (L, V)
+                gen = task_generator(seed, k, j, tasks_per_step)
+                li, vi = sample_task(len(data), pool_size, val_size, gen)
+                noise = gumbel_noise((pool_size,), generator=gen, dtype=data.x.dtype).to(device)
+                px = data.x[li]
+                # frozen encoder: its pool representation is the same for the forward step and
+                # every proximal iteration, so compute it once (exact; saves the O(N^2) pass)
+                enc = None
+                if not train_encoder:
+                    with torch.no_grad():
+                        enc = policy.encode(px)
+                tasks.append((px, data.y[li], data.x[vi], data.y[vi], data.group[vi], noise,
+                              enc))
 
-            def run(px=px, py=py, vx=vx, vy=vy, vg=vg, noise=noise):
-                return simulate(policy, px, py, vx, vy, vg, budget, inner=inner,
-                                disparity=disparity, noise=noise)
+            def run(task):
+                px, py, vx, vy, vg, noise, enc = task
+                if enc is None:
+                    return simulate(policy, px, py, vx, vy, vg, budget, inner=inner,
+                                    disparity=disparity, noise=noise)
+                logits = policy.score(enc).squeeze(-1)
+                picks = relaxed_top_b_picks(logits, budget, policy.temperature, noise=noise)
+                return simulate(None, px, py, vx, vy, vg, budget, inner=inner,
+                                disparity=disparity, weights=picks)
 
-            # line 4: forward (gradient) step on the validation loss
-            sim = run()
-            opt.zero_grad()
-            sim.loss.backward()
+            # line 4: forward (gradient) step on the validation loss, mean over the tasks
+            sims = [run(t) for t in tasks]
+            loss = torch.stack([s.loss for s in sims]).sum() / tasks_per_step
+            grads = _grads(loss, params, allreduce)
+            opt.zero_grad(set_to_none=False)
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g
             opt.step()
             # line 5: backward (proximal) step on the smoothed indicator of the constraint
             eta = opt.param_groups[0]["lr"] if prox_weight is None else prox_weight
-            prox = fbs_prox_step(params, lambda run=run: run().disparity, rho, weight=eta,
-                                 steps=prox_steps, lr=prox_lr)
+            prox = fbs_prox_step(
+                params, lambda tasks=tasks: torch.stack([run(t).disparity for t in tasks]), rho,
+                weight=eta, steps=prox_steps, lr=prox_lr, n_tasks=tasks_per_step,
+                allreduce=allreduce,
+            )
             with torch.no_grad():
-                p_hard = (sim.p_val.detach() > 0.5).long().numpy()
+                hard = [hard_metric((s.p_val > 0.5).long().cpu().numpy(), t[3].cpu().numpy(),
+                                    t[4].cpu().numpy()) for s, t in zip(sims, tasks, strict=True)]
+                sums = torch.tensor([float(loss.detach()) * tasks_per_step,
+                                     sum(float(s.disparity) for s in sims), sum(hard)],
+                                    dtype=torch.float64)
+                sums = _reduce(sums, "sum", allreduce) / tasks_per_step
             record = {
                 "step": k + 1,
-                "loss": float(sim.loss.detach()),
-                "disparity": float(sim.disparity.detach()),
-                "disparity_hard": float(hard_metric(p_hard, vy.numpy(), vg.numpy())),
+                "loss": float(sums[0]),
+                "disparity": float(sums[1]),
+                "disparity_hard": float(sums[2]),
                 "prox_initial": prox["initial"],
                 "prox_final": prox["final"],
                 "prox_steps": prox["steps"],
@@ -293,6 +395,8 @@ def meta_train(
             history.append(record)
             if progress and hasattr(iterator, "set_postfix"):
                 iterator.set_postfix(loss=f"{record['loss']:.3f}", disp=f"{record['disparity']:.3f}")
+            if on_step is not None:
+                on_step(record)
             if checkpoint_fn is not None and ((k + 1) % checkpoint_every == 0 or k + 1 == steps):
                 checkpoint_fn(k + 1, policy, opt, record)
     finally:
