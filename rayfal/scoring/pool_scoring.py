@@ -158,6 +158,19 @@ def use_actor_pool(cfg: ScoringConfig, pool_rows: int) -> bool:
     return cfg.compute == "actors"
 
 
+def map_batches_args(cfg: ScoringConfig, plan: ActorPlan) -> dict:
+    """Resource and batching keywords of the scoring ``map_batches`` (Ray 2.60 named API).
+
+    Ray Data schedules its actors and tasks with ``SPREAD`` by default; any other
+    ``scheduling_strategy`` can only go through the deprecated ``ray_remote_args``.
+    """
+    args = dict(num_cpus=plan.cpus, num_gpus=plan.gpus or None, batch_size=cfg.batch_size,
+                batch_format="numpy", resources=dict(cfg.actor_resources) or None)
+    if cfg.scheduling_strategy != "SPREAD":
+        args["scheduling_strategy"] = cfg.scheduling_strategy
+    return args
+
+
 @dataclass
 class ScoringResult:
     candidates: Candidates
@@ -188,6 +201,9 @@ def score_pool(
     strat = make_strategy(strategy, seed=seed, round=round, **strategy_params)
     if strat.needs_probs and model is None:
         raise ValueError(f"strategy '{strategy}' needs a trained model")
+    if getattr(strat, "needs_robust_pair", False):  # JIN: two models + PGD, two passes
+        raise ValueError(f"strategy '{strategy}' needs a standard and a robust model: score it "
+                         "with rayfal.scoring.jin_scoring.score_pool_jin (the driver does)")
     plan = actor_pool_size(cfg, ray.cluster_resources())
     columns = [S.ROW_ID, S.GROUP] + ([pool.feature_column] if strat.needs_probs else [])
     labelled_ref = ray.put(np.asarray(labelled, dtype=np.int64))
@@ -211,8 +227,7 @@ def score_pool(
         threads=max(1, int(plan.cpus)),
         use_gpu=plan.gpus > 0,
     )
-    common = dict(num_cpus=plan.cpus, num_gpus=plan.gpus or None, batch_size=cfg.batch_size,
-                  batch_format="numpy", scheduling_strategy=cfg.scheduling_strategy)
+    common = map_batches_args(cfg, plan)
     actors = use_actor_pool(cfg, pool.num_rows)
     if actors:
         scored = ds.map_batches(PoolScorer, fn_constructor_kwargs=scorer_kwargs,

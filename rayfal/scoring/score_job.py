@@ -31,7 +31,12 @@ from rayfal.atomic import atomic_write_text
 from rayfal.config import ScoringConfig
 from rayfal.data import schema as S
 from rayfal.data.pool import Pool
-from rayfal.scoring.pool_scoring import PoolScorer, actor_pool_size, score_batch_task
+from rayfal.scoring.pool_scoring import (
+    PoolScorer,
+    actor_pool_size,
+    map_batches_args,
+    score_batch_task,
+)
 
 PATH_COLUMN = "path"
 
@@ -178,9 +183,7 @@ def score_to_parquet(
             mc_samples=mc_samples, threads=max(1, int(plan.cpus)), use_gpu=plan.gpus > 0,
             passthrough=(PATH_COLUMN,),
         )
-        common = dict(num_cpus=plan.cpus, num_gpus=plan.gpus or None,
-                      batch_size=cfg.batch_size, batch_format="numpy",
-                      scheduling_strategy=cfg.scheduling_strategy)
+        common = map_batches_args(cfg, plan)
         if cfg.compute == "tasks":
             scored = ds.map_batches(score_batch_task, fn_kwargs=kwargs,
                                     compute=ray.data.TaskPoolStrategy(size=plan.size), **common)
