@@ -70,7 +70,19 @@ METRIC_LABELS: dict[str, str] = {
     "demographic_parity_difference": "Demographic parity diff.",
     "equalized_odds_difference": "Equalized odds diff.",
     "epistemic_gap": "Epistemic-uncertainty gap",
+    "acc_bias_aligned": "Bias-aligned acc.",
+    "acc_bias_conflicting": "Bias-conflicting acc.",
+    "acc_bias_mean": "Mean of aligned/conflicting acc.",
+    "bias_gap": "Bias gap (aligned − conflicting)",
 }
+#: GBA paper (Kurmi et al. 2022) Tables 1/4 columns, written when rounds.csv has them.
+BIAS_METRICS: tuple[str, ...] = (
+    "acc_bias_aligned",
+    "acc_bias_conflicting",
+    "acc_bias_mean",
+    "bias_gap",
+    "accuracy",
+)
 _FRACTION_METRICS = {
     "accuracy",
     "predictive_parity",
@@ -78,6 +90,10 @@ _FRACTION_METRICS = {
     "demographic_parity_difference",
     "equalized_odds_difference",
     "frac_labelled",
+    "acc_bias_aligned",
+    "acc_bias_conflicting",
+    "acc_bias_mean",
+    "bias_gap",
 }
 _FRACTION_PREFIXES = ("acc_group_", "query_frac_group_", "pool_frac_group_", "labelled_frac_group_")
 _AUDIT_SOURCES: tuple[tuple[str, str, str], ...] = (
@@ -599,6 +615,10 @@ def write_report(
     ``out_dir`` defaults to ``<first run dir>/report``. Files: ``table1.md``, ``table1.csv``,
     ``rounds_all.csv``, ``curves.png``, ``epistemic_gap.png``, ``selection_audit.png``,
     ``selection_audit.csv`` and ``timings.csv``. Table 1 uses the default metrics present.
+    When the rounds carry the bias-aligned/conflicting columns (a test set with a
+    ``bias_aligned`` column, e.g. Colored-MNIST) also ``bias_table.md``/``bias_table.csv`` (the GBA
+    paper's Tables 1/4: aligned, conflicting, mean, bias gap, overall accuracy) and
+    ``bias_curves.png``.
     """
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
@@ -632,4 +652,30 @@ def write_report(
     plot_selection_audit(rounds, paths["selection_audit.png"])
     selection_table(rounds).to_csv(paths["selection_audit.csv"], index=False)
     timings_table(rounds).to_csv(paths["timings.csv"], index=False)
+    if _has_values(rounds, "acc_bias_aligned"):
+        paths.update(write_bias_report(rounds, out, at_frac=at_frac, runs=runs))
+    return paths
+
+
+def format_bias_table(table: pd.DataFrame) -> str:
+    """Markdown of :func:`table1` over :data:`BIAS_METRICS` in the GBA paper's Tables 1/4 layout
+    (aligned, conflicting, mean, bias gap; plus overall test accuracy), in percent."""
+    return format_table1(table, percent=True).replace(
+        "Mean ± sample std", "Bias gap = aligned − conflicting accuracy (GBA paper); mean = their "
+        "unweighted mean; accuracy = all test rows.\nMean ± sample std"
+    )
+
+
+def write_bias_report(
+    rounds: pd.DataFrame, out: Path, *, at_frac: float | None = None, runs: str = ""
+) -> dict[str, Path]:
+    """``bias_table.md``, ``bias_table.csv`` and ``bias_curves.png`` under ``out``."""
+    metrics = [m for m in BIAS_METRICS if m in rounds.columns]
+    table = table1(rounds, at_frac=at_frac, metrics=metrics)
+    paths = {name: out / name for name in ("bias_table.md", "bias_table.csv", "bias_curves.png")}
+    title = f"## Bias-aligned vs bias-conflicting accuracy ({runs})\n\n" if runs else ""
+    paths["bias_table.md"].write_text(title + format_bias_table(table), "utf-8")
+    table.to_csv(paths["bias_table.csv"], index=False)
+    plot_curves(rounds, paths["bias_curves.png"],
+                metrics=("acc_bias_aligned", "acc_bias_conflicting", "bias_gap", "accuracy"))
     return paths

@@ -34,6 +34,33 @@ def _glyphs(cfg: DatasetConfig, default_dir: Path) -> tuple[str, str]:
     return str(out / "pool" / "*.parquet"), str(out / "test" / "*.parquet")
 
 
+@SOURCES.register("colored_mnist")
+def _colored_mnist(cfg: DatasetConfig, default_dir: Path) -> tuple[str, str]:
+    """Colored-MNIST (GBA paper) from ``<src_dir>/mnist_5k.csv.gz``; ``skew`` = aligned share."""
+    from rayfal.data.sources.colored_mnist import DEFAULT_MNIST_CSV, generate_colored_mnist
+
+    out = Path(cfg.dir) if cfg.dir else default_dir / (
+        f"colored_mnist-skew{cfg.skew:g}-{cfg.n_pool}-{cfg.n_test}-s{cfg.seed}-{cfg.image_size}px"
+    )
+    source = Path(cfg.src_dir) / DEFAULT_MNIST_CSV.name if cfg.src_dir else DEFAULT_MNIST_CSV
+    generate_colored_mnist(
+        out, source=source, n_pool=cfg.n_pool, n_test=cfg.n_test, skew=cfg.skew,
+        seed=cfg.seed, image_size=cfg.image_size, shard_rows=cfg.shard_rows,
+    )
+    return str(out / "pool" / "*.parquet"), str(out / "test" / "*.parquet")
+
+
+@SOURCES.register("adult")
+def _adult(cfg: DatasetConfig, default_dir: Path) -> tuple[str, str]:
+    """UCI Adult, PANDA's split (meta / pool (+ D0 rows flagged 'initial') / test)."""
+    from rayfal.data.sources.adult import adult_dir, prepare_adult, source_dir
+
+    out = adult_dir(cfg, default_dir)
+    prepare_adult(out, source_dir(cfg), seed=cfg.seed, d0_size=cfg.d0_size,
+                  standardize=cfg.standardize)
+    return str(out / "pool" / "*.parquet"), str(out / "test" / "*.parquet")
+
+
 @SOURCES.register("parquet")
 def _parquet(cfg: DatasetConfig, default_dir: Path) -> tuple[str, str]:
     assert cfg.pool and cfg.test
