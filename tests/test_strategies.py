@@ -19,7 +19,18 @@ from rayfal.acquisition import (
 )
 from rayfal.acquisition.balanced_oracle import balanced_allocation
 
-ALL = STRATEGIES.names()
+# per-row strategies; pool-level ones (coreset, badge, fairal, panda, in_memory) select from the
+# whole pool through select_pool(view, budget): their conformance tests are in
+# tests/test_pool_level.py (same properties: budget unique unlabelled rows, seed-deterministic,
+# budget above the pool) plus a refusal of per-row scoring
+ALL = [n for n in STRATEGIES.names() if not getattr(STRATEGIES.get(n), "pool_level", False)]
+POOL_LEVEL = [n for n in STRATEGIES.names() if n not in ALL]
+
+
+def test_pool_level_strategies_are_covered_elsewhere() -> None:
+    assert set(POOL_LEVEL) >= {"coreset", "badge", "fairal", "panda"}
+    for name in POOL_LEVEL:
+        assert hasattr(STRATEGIES.get(name), "select_pool")
 
 
 def _make_pool(seed: int, n: int = 60, groups: int = 3, classes: int = 3, samples: int = 5,
@@ -42,6 +53,8 @@ def _make_pool(seed: int, n: int = 60, groups: int = 3, classes: int = 3, sample
 def _select(name: str, ids, group, budget, probs=None, labelled=None, *, seed: int = 0,
             round: int = 0, batch_size: int = 1024) -> np.ndarray:
     strategy = make_strategy(name, seed=seed, round=round)
+    if getattr(strategy, "needs_robust_pair", False) and probs is not None:
+        probs = probs[:, :, :3]  # JIN's contract: [N, C, 3] = (p_S, p_R, p_R on attacked x)
     return select_in_memory(strategy, ids, group, budget, probs=probs, labelled=labelled,
                             batch_size=batch_size)
 

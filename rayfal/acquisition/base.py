@@ -174,8 +174,12 @@ def select_in_memory(
     row_id = np.asarray(row_id, dtype=np.int64)
     group = np.asarray(group, dtype=np.int64)
     keep = np.ones(len(row_id), bool) if labelled is None else ~np.isin(row_id, labelled)
-    reducer = CandidateReducer(strategy, budget)
     idx = np.flatnonzero(keep)
+    prepare = getattr(strategy, "prepare_global", None)
+    if prepare is not None:  # two-pass strategies: pass 1 = global statistics (JIN's Eq. 4)
+        strategy = prepare(ScoreBatch(row_id[idx], group[idx],
+                                      None if probs is None else probs[idx]))
+    reducer = CandidateReducer(strategy, budget)
     for start in range(0, len(idx), batch_size):
         sl = idx[start : start + batch_size]
         batch = ScoreBatch(row_id[sl], group[sl], None if probs is None else probs[sl])

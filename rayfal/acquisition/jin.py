@@ -25,16 +25,24 @@ is 0 for every row (it carries no ranking information).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from rayfal.acquisition.base import STRATEGIES, ScoreBatch
 from rayfal.acquisition.scores import mean_probs
+from rayfal.acquisition.worst_group import WorstGroupStrategy
 
 __all__ = [
     "KL_FLOOR",
+    "JinStrategy",
+    "JinStdStrategy",
+    "JinRobStrategy",
     "RunningMoments",
+    "jin_terms",
     "inconsistency_rob",
     "inconsistency_std",
     "jin_scores",
@@ -152,3 +160,127 @@ def jin_scores(
     if i_std.shape != i_rob.shape:
         raise ValueError(f"I_std and I_rob shapes differ: {i_std.shape} vs {i_rob.shape}")
     return z_normalize(i_std, moments_std) + z_normalize(i_rob, moments_rob)
+
+
+# ----------------------------------------------------------------------------- the strategies
+
+#: the score of an unlabelled row outside ``z*`` (never scored, Algorithm 1 line 6): such rows
+#: rank below every row of ``z*`` and, among themselves, by the uniform tie-break key only.
+OUTSIDE_SCORE = -1e30
+
+
+def jin_terms(stacked: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """``(I_std, I_rob)`` (Eq. 2, 3) from JIN's stacked distributions ``[N, C, 3]``: along the
+    last axis ``p(x, M_S)``, ``p(x, M_R)`` and ``p(A(x, eps), M_R)``."""
+    arr = np.asarray(stacked, dtype=np.float64)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError("JIN needs probs stacked as [N, C, 3] = (p(x, M_S), p(x, M_R), "
+                         f"p(A(x), M_R)), got shape {arr.shape}")
+    p_s, p_r, p_adv = arr[:, :, 0], arr[:, :, 1], arr[:, :, 2]
+    return inconsistency_std(p_s, p_r), inconsistency_rob(p_r, p_adv)
+
+
+@STRATEGIES.register("jin")
+class JinStrategy(WorstGroupStrategy):
+    """FRAL's JIN (Algorithm 1): ``I = N(I_std) + N(I_rob)`` (Eq. 4) on the unlabelled rows of the
+    worst group ``z*`` (parameter ``worst_group``; all rows when ``None``), top-``B`` queried.
+
+    Two passes, as Eq. 4 needs statistics over *all* scored rows: pass 1 computes the raw terms
+    and their :class:`RunningMoments` (:meth:`prepare_global` in memory,
+    :mod:`rayfal.scoring.jin_scoring` on Ray Data, merged over shards); pass 2 scores with those
+    global moments (parameters ``moments_std``/``moments_rob``, ``{count, mean, m2}`` dicts).
+    Scoring without them raises: a per-batch normalisation would be wrong.
+
+    ``score`` takes ``probs`` stacked ``[N, C, 3]`` (see :func:`jin_terms`). Rows outside
+    ``z*`` get :data:`OUTSIDE_SCORE`, so they are only used to fill a query when ``z*`` has
+    fewer than ``B`` unlabelled rows (uniformly at random, by the tie-break key).
+    Attack parameters for the Ray scorer: ``eps``, ``alpha``, ``steps`` and ``attack_loss``
+    (``kl``: maximise KL(p_R(x) ‖ p_R(x')), label-free; ``ce``: cross-entropy against the
+    robust model's predicted label, as the rows are unlabelled).
+    """
+
+    name = "jin"
+    needs_probs = True
+    #: the driver trains a standard model M_S beside the robust M_R and scores with
+    #: :mod:`rayfal.scoring.jin_scoring`, not the generic pool scorer
+    needs_robust_pair: ClassVar[bool] = True
+    terms: ClassVar[tuple[str, ...]] = ("std", "rob")
+
+    def __init__(self, *, seed: int, round: int = 0, worst_group: int | None = None,
+                 moments_std: dict | None = None, moments_rob: dict | None = None,
+                 eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 5,
+                 attack_loss: str = "kl", **params: Any) -> None:
+        super().__init__(seed=seed, round=round, worst_group=worst_group, **params)
+        if attack_loss not in ("kl", "ce"):
+            raise ValueError(f"strategy '{self.name}': attack_loss must be 'kl' or 'ce', "
+                             f"got {attack_loss!r}")
+        self.attack = {"eps": float(eps), "alpha": float(alpha), "steps": int(steps),
+                       "loss": attack_loss}
+        self.moments = {
+            "std": None if moments_std is None else RunningMoments.from_dict(moments_std),
+            "rob": None if moments_rob is None else RunningMoments.from_dict(moments_rob),
+        }
+
+    def in_scope(self, group: np.ndarray) -> np.ndarray:
+        """Rows JIN scores: those of ``z*`` (Algorithm 1, line 6), all when ``z*`` is unknown."""
+        group = np.asarray(group)
+        if self.worst_group is None:
+            return np.ones(len(group), bool)
+        return group == self.worst_group
+
+    def combine(self, i_std: ArrayLike, i_rob: ArrayLike) -> np.ndarray:
+        """Eq. 4 restricted to this strategy's terms, with the global moments."""
+        missing = [t for t in self.terms if self.moments[t] is None or self.moments[t].count == 0]
+        if missing:
+            raise ValueError(f"strategy '{self.name}' needs the global moments of I_{missing[0]} "
+                             "over all scored rows (pass 1: prepare_global / jin_scoring)")
+        raw = {"std": np.asarray(i_std, np.float64), "rob": np.asarray(i_rob, np.float64)}
+        if "std" in self.terms and "rob" in self.terms:
+            return jin_scores(raw["std"], raw["rob"], self.moments["std"], self.moments["rob"])
+        (t,) = self.terms
+        return z_normalize(raw[t], self.moments[t])
+
+    def with_moments(self, moments_std: RunningMoments, moments_rob: RunningMoments
+                     ) -> JinStrategy:
+        """A copy of this strategy that scores with the given global moments."""
+        new = copy.copy(self)
+        new.moments = {"std": moments_std, "rob": moments_rob}
+        return new
+
+    def _check(self, batch: ScoreBatch) -> None:
+        if batch.probs is None:
+            raise ValueError(f"strategy '{self.name}' needs model probabilities "
+                             "(stacked [N, C, 3]: M_S, M_R, M_R on attacked inputs)")
+
+    def prepare_global(self, batch: ScoreBatch) -> JinStrategy:
+        """Pass 1 over every row to be scored: the moments of the raw terms over the in-scope
+        rows (the unlabelled rows of ``z*``); returns the strategy ready for pass 2."""
+        self._check(batch)
+        keep = self.in_scope(batch.group)
+        i_std, i_rob = jin_terms(np.asarray(batch.probs)[keep])
+        return self.with_moments(RunningMoments.of(i_std), RunningMoments.of(i_rob))
+
+    def score(self, batch: ScoreBatch) -> np.ndarray:
+        self._check(batch)
+        keep = self.in_scope(batch.group)
+        out = np.full(len(batch.row_id), OUTSIDE_SCORE)
+        if keep.any():
+            i_std, i_rob = jin_terms(np.asarray(batch.probs)[keep])
+            out[keep] = self.combine(i_std, i_rob)
+        return out
+
+
+@STRATEGIES.register("jin_std")
+class JinStdStrategy(JinStrategy):
+    """JIN's ablation "S" (Table 3): only the standard inconsistency, ``N(I_std)``."""
+
+    name = "jin_std"
+    terms = ("std",)
+
+
+@STRATEGIES.register("jin_rob")
+class JinRobStrategy(JinStrategy):
+    """JIN's ablation "R" (Table 3): only the robust inconsistency, ``N(I_rob)``."""
+
+    name = "jin_rob"
+    terms = ("rob",)
