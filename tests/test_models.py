@@ -258,7 +258,7 @@ def test_build_model_auto_and_kwargs() -> None:
     assert isinstance(mlp, MLP) and mlp.embedding_dim == 9
     assert mlp(torch.randn(3, 7)).shape == (3, 2)
     assert isinstance(build_model("mlp", (4,), 2), MLP)
-    with pytest.raises(KeyError, match="known: cnn, mlp"):
+    with pytest.raises(KeyError, match="known: cnn, linear, mlp"):
         build_model("resnet", (3, 8, 8), 2)
     with pytest.raises(ValueError, match="divisible by 8"):
         build_model("cnn", (3, 12, 8), 2)

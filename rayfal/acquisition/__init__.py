@@ -4,6 +4,8 @@ from rayfal.acquisition import (  # noqa: F401  (registration)
     balanced_oracle,
     group_entropy,
     group_random,
+    jin,
+    pool_strategies,  # coreset, badge, fairal, panda (pool-level: pool_level.py)
     random,
     uncertainty,
 )

@@ -7,6 +7,7 @@ from typing import Any
 
 from rayfal.models.cnn import SmallCNN
 from rayfal.models.fair import FairModel, GradientReversal, GroupHead, grad_reverse
+from rayfal.models.linear import Linear
 from rayfal.models.mc_dropout import (
     MCDropout,
     TwoStageModel,
@@ -19,6 +20,7 @@ from rayfal.registry import Registry
 MODELS: Registry = Registry("model")
 MODELS.register("cnn")(SmallCNN)
 MODELS.register("mlp")(MLP)
+MODELS.register("linear")(Linear)  # logistic regression (PANDA's learner, rayfal/models/linear.py)
 
 
 def build_model(

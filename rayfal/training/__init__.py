@@ -1,6 +1,13 @@
 """Training: modes (one loss per file), a plain torch loop, and the Ray Train glue."""
 
-from rayfal.training import gba, grad, pgd_at, standard, trades  # noqa: F401  (registration)
+from rayfal.training import (  # noqa: F401  (registration)
+    fairlearn_mode,
+    gba,
+    grad,
+    pgd_at,
+    standard,
+    trades,
+)
 from rayfal.training.compose import SUPPORTED, supported_compositions
 from rayfal.training.modes import MODES, make_loss, mode_parts, needs_group_head
 
