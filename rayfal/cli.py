@@ -39,6 +39,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from rayfal.tune.runner import run_tune
+
+    out = run_tune(args.job, args.run_dir, overrides=args.set, resume=args.resume,
+                   address=args.address, verbose=0 if args.no_progress else 1)
+    print(f"{out['ran']} trial(s) run ({out['finished_before']} finished before) -> {out['run_dir']}")
+    for name, path in out["paths"].items():
+        print(f"{name}: {path}")
+    table = out["paths"].get("pareto") or out["paths"].get("best")
+    if table:
+        print(Path(table).read_text())
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from rayfal.report import format_table1, load_rounds, table1, write_report
 
@@ -86,6 +100,12 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         print(f"{job_id}: {final}")
         return 0 if final == "SUCCEEDED" else 1
     return 0
+
+
+def _cmd_panda_train(args: argparse.Namespace) -> int:
+    from rayfal.training.panda_train import run_cli
+
+    return run_cli(args)
 
 
 def _cmd_job(args: argparse.Namespace) -> int:
@@ -141,6 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
             jp.add_argument("--follow", action="store_true")
         jp.set_defaults(fn=_cmd_job)
 
+    tn = sub.add_parser("tune", help="hyperparameter search (Ray Tune + Optuna) over a job's "
+                                     "'tune:' section")
+    tn.add_argument("job", help="job file (YAML) with a 'tune:' section")
+    tn.add_argument("--run-dir", required=True, help="tuning run directory (study, trials, results)")
+    tn.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a job key, e.g. --set tune.num_samples=4 (repeatable)")
+    tn.add_argument("--resume", action="store_true",
+                    help="continue the search (finished trials are not re-run)")
+    tn.add_argument("--address", help="Ray address: auto, ray://HOST:10001 (default: local Ray)")
+    tn.add_argument("--no-progress", action="store_true", help="quiet Tune output")
+    tn.set_defaults(fn=_cmd_tune)
+
     sc = sub.add_parser("score", help="score a Parquet pool with a checkpoint (exactly once)")
     sc.add_argument("--pool", required=True, help="Parquet glob or directory")
     sc.add_argument("--checkpoint", required=True, help="a round directory (model.safetensors)")
@@ -155,6 +187,21 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--address", help="Ray address (default: local Ray)")
     sc.add_argument("--no-progress", action="store_true")
     sc.set_defaults(fn=_cmd_score)
+
+    pt = sub.add_parser("panda-train", help="meta-train a PANDA policy (Ray Train, resumable)")
+    pt.add_argument("--data", required=True, help="'adult' or an .npz with x, y, group")
+    pt.add_argument("--out", required=True, help="policy directory (checkpoints inside)")
+    pt.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a PandaSettings field, e.g. --set steps=200 (repeatable)")
+    pt.add_argument("--src-dir", help="raw Adult files (default $RAYFAL_ADULT_DIR or "
+                                      "../shared/data/adult)")
+    pt.add_argument("--data-seed", type=int, default=0, help="Adult split seed (as dataset.seed)")
+    pt.add_argument("--workers", type=int, default=0, help="Ray Train workers (0 = in-process)")
+    pt.add_argument("--gpu", action="store_true")
+    pt.add_argument("--address", help="Ray address when --workers > 0 (default: local Ray)")
+    pt.add_argument("--no-resume", action="store_true", help="start over (drop checkpoints)")
+    pt.add_argument("--no-progress", action="store_true")
+    pt.set_defaults(fn=_cmd_panda_train)
 
     data = sub.add_parser("data", help="generate data sets")
     dsub = data.add_subparsers(dest="dataset", required=True)

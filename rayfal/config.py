@@ -41,6 +41,14 @@ class DatasetConfig:
     dir: str | None = None
     pool: str | None = None
     test: str | None = None
+    # adult (rayfal/data/sources/adult.py): raw-file directory, size of D0 (None = all of D),
+    # which columns to standardise ('all' | 'numeric')
+    src_dir: str | None = None
+    d0_size: int | None = None
+    standardize: str = "all"
+    # colored_mnist (rayfal/data/sources/colored_mnist.py): fraction of bias-aligned pool rows
+    # (colour = the class's colour); src_dir = the folder holding mnist_5k.csv.gz
+    skew: float = 0.95
 
 
 @dataclass
@@ -88,6 +96,10 @@ class ScoringConfig:
     actor pool is started (``actor_start_timeout_s``) before the first batch, so work is spread
     over every actor (and node) rather than the first one up. ``actor_locality: false`` stops
     Ray Data from preferring actors on the node that holds a block (spreads small pools).
+    ``actor_resources`` (e.g. ``{rayfal_scorer: 1}``) are custom Ray resources each scoring
+    actor/task requests, to pin scorers to nodes started with ``ray start --resources``.
+    ``scheduling_strategy`` other than Ray Data's default ``SPREAD`` is passed through Ray's
+    deprecated ``ray_remote_args``.
     """
 
     compute: str = "auto"
@@ -100,12 +112,26 @@ class ScoringConfig:
     scheduling_strategy: str = "SPREAD"
     actor_start_timeout_s: int = 600
     actor_locality: bool = True
+    actor_resources: dict = field(default_factory=dict)
 
 
 @dataclass
 class EvaluationConfig:
+    """``robust: true`` adds FRAL's robust metrics (rayfal/robust_eval.py) to every round record:
+    L-inf PGD with ``robust_eps``/``robust_alpha``/``robust_steps`` (default PGD-20, 8/255,
+    2/255). ``val_fraction > 0`` moves that fraction of the test rows (by row_id hash) to a
+    validation split used only to find the worst group z* (FRAL Algorithm 1, line 5); metrics
+    are then reported on the remaining test rows. ``worst_group_by``: ``accuracy`` or
+    ``robust_accuracy`` (needs ``robust: true``) on that split picks z*."""
+
     mc_samples: int = 20
     batch_size: int = 512
+    robust: bool = False
+    robust_eps: float = 8 / 255
+    robust_alpha: float = 2 / 255
+    robust_steps: int = 20
+    val_fraction: float = 0.0
+    worst_group_by: str = "accuracy"
 
 
 @dataclass
@@ -143,6 +169,8 @@ class JobConfig:
     campaigns: list[CampaignConfig] = field(default_factory=lambda: [CampaignConfig()])
     ray: RayConfig = field(default_factory=RayConfig)
     variants: list[dict] = field(default_factory=list)
+    # `rayfal tune`: search space, objectives, trials (validated by rayfal.tune.space)
+    tune: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -342,5 +370,25 @@ def validate(cfg: JobConfig, source: str) -> None:
         bad("scoring.actors", "an integer or 'auto'")
     if isinstance(cfg.scoring.cpus_per_actor, str) and cfg.scoring.cpus_per_actor != "auto":
         bad("scoring.cpus_per_actor", "a number or 'auto'")
+    for name, amount in cfg.scoring.actor_resources.items():
+        if name in ("CPU", "GPU", "memory") or isinstance(amount, bool) or not isinstance(
+            amount, int | float
+        ) or amount <= 0:
+            bad(f"scoring.actor_resources.{name}",
+                "custom resource names (not CPU/GPU/memory) with positive amounts")
+    ev = cfg.evaluation
+    if not 0.0 <= ev.val_fraction < 1.0:
+        bad("evaluation.val_fraction", f"must be in [0, 1), got {ev.val_fraction}")
+    if ev.worst_group_by not in ("accuracy", "robust_accuracy"):
+        bad("evaluation.worst_group_by", f"'accuracy' or 'robust_accuracy', got {ev.worst_group_by!r}")
+    if ev.worst_group_by == "robust_accuracy" and not ev.robust:
+        bad("evaluation.worst_group_by", "'robust_accuracy' needs evaluation.robust: true")
+    if ev.robust and (ev.robust_eps < 0 or ev.robust_steps < 0 or ev.robust_alpha <= 0):
+        bad("evaluation.robust_*", "need robust_eps >= 0, robust_steps >= 0, robust_alpha > 0")
     if cfg.dataset.name == "parquet" and not (cfg.dataset.pool and cfg.dataset.test):
         bad("dataset", "name: parquet needs 'pool' and 'test' globs")
+    if cfg.dataset.name == "colored_mnist":
+        if not 0.0 <= cfg.dataset.skew <= 1.0:
+            bad("dataset.skew", f"must be in [0, 1], got {cfg.dataset.skew}")
+        if cfg.dataset.image_size < 28:
+            bad("dataset.image_size", f"colored_mnist needs >= 28, got {cfg.dataset.image_size}")

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,19 +36,24 @@ from rayfal.acquisition import (
     make_strategy,
     row_uniform,
     select_in_memory,
-    worst_group_from_metrics,
 )
+from rayfal.acquisition.pool_level import select_round
 from rayfal.atomic import atomic_write_text
 from rayfal.config import CampaignConfig, ConfigError, JobConfig, TrainingConfig
 from rayfal.data import schema as S
 from rayfal.data.ledger import LabelLedger
 from rayfal.data.pool import Pool
 from rayfal.data.sources import open_dataset
+from rayfal.data.sources.adult import initial_row_ids
 from rayfal.evaluation import evaluate_model
+from rayfal.fairness.bias import read_bias_aligned, round_bias_metrics
 from rayfal.models import build_model
 from rayfal.models.checkpoint import load_checkpoint, model_spec
+from rayfal.robust_eval import apply_validation_split, robust_round_metrics, round_worst_group
+from rayfal.scoring.jin_scoring import jin_round_query
 from rayfal.scoring.pool_scoring import score_pool
 from rayfal.training.distributed import fit_round
+from rayfal.training.fairlearn_mode import round_metrics as fairlearn_round_metrics
 from rayfal.training.modes import make_loss, needs_group_head
 
 log = logging.getLogger("rayfal")
@@ -101,13 +107,20 @@ class Context:
     groups: list[int]
     scenario: str
     progress: bool
+    # (row_id, 0/1) when the test set has a bias_aligned column (rayfal/fairness/bias.py)
+    test_bias_aligned: tuple[np.ndarray, np.ndarray] | None = None
+    # validation split for z* (evaluation.val_fraction > 0; rayfal/robust_eval.py)
+    val: Any = None
 
 
 class Campaign:
     """One (strategy, seed) labelling campaign with its own ledger and round records."""
 
-    def __init__(self, ctx: Context, campaign: CampaignConfig, seed: int) -> None:
+    def __init__(self, ctx: Context, campaign: CampaignConfig, seed: int,
+                 on_round: Callable[[dict], None] | None = None) -> None:
         self.ctx, self.campaign, self.seed = ctx, campaign, seed
+        # called with every round record in order, also those recovered on --resume (rayfal tune)
+        self.on_round = on_round
         self.dir = ctx.run_dir / "campaigns" / campaign.name / f"seed_{seed}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.training = campaign_training(ctx.cfg, campaign)
@@ -143,7 +156,9 @@ class Campaign:
         pool = ctx.pool
         n_queries = schedule(cfg, pool.num_rows)
         if len(self.ledger) == 0:
-            init = initial_selection(pool, cfg.al.initial_labels, self.seed)
+            init = initial_row_ids(pool)  # the data's own D0 ('initial' column: adult.py)
+            if init is None:
+                init = initial_selection(pool, cfg.al.initial_labels, self.seed)
             self.ledger.commit(init, self._oracle(init), round=0, groups=self._groups(init),
                                source="initial")
         records = self.records()
@@ -152,12 +167,16 @@ class Campaign:
             self.ledger.commit(last["selected"], last["selected_labels"],
                                round=last["round"] + 1, groups=self._groups(last["selected"]))
         start = len(records)
+        for rec in records if self.on_round else []:
+            self.on_round(rec)
         desc = f"{self.campaign.name} seed={self.seed}"
         with tqdm(total=n_queries + 1, initial=start, desc=desc, unit="round",
                   disable=not ctx.progress) as bar:
             for r in range(start, n_queries + 1):
                 rec = self.round(r, query=r < n_queries)
                 records.append(rec)
+                if self.on_round:
+                    self.on_round(rec)
                 bar.set_postfix(n=rec["n_labelled"], acc=f"{rec['accuracy']:.3f}",
                                 dA=f"{rec['predictive_parity']:.3f}")
                 bar.update(1)
@@ -194,6 +213,9 @@ class Campaign:
             mc_samples=cfg.evaluation.mc_samples, batch_size=cfg.evaluation.batch_size,
             seed=self.seed, row_keys=ctx.test_row_id,
         )
+        metrics.update(round_bias_metrics(ctx, model, self.seed))  # GBA Tables 1/4 columns
+        metrics.update(robust_round_metrics(ctx, model, self.seed))  # FRAL Eq. 1 (robust: true)
+        metrics = fairlearn_round_metrics(self, model, data, metrics)  # PANDA F/DP/EB; fairlearn
         t2 = time.perf_counter()
         rec: dict[str, Any] = {
             "scenario": ctx.scenario, "campaign": self.campaign.name,
@@ -214,16 +236,24 @@ class Campaign:
             params = dict(self.campaign.params)
             if getattr(STRATEGIES.get(self.campaign.strategy), "needs_worst_group", False):
                 # FRAL Algorithm 1: z* = the group with the lowest accuracy this round
-                params["worst_group"] = worst_group_from_metrics(metrics)
-                rec["worst_group"] = params["worst_group"]
+                # (on the validation split when evaluation.val_fraction > 0)
+                params["worst_group"], z_info = round_worst_group(ctx, model, metrics, self.seed)
+                rec.update(z_info, worst_group=params["worst_group"])
             strategy = make_strategy(self.campaign.strategy, seed=self.seed, round=r, **params)
             weights = (round_dir / "model.safetensors").read_bytes()
-            res = score_pool(
-                pool, strategy=self.campaign.strategy, strategy_params=params,
-                seed=self.seed, round=r, budget=cfg.al.query_size, labelled=ids,
-                model=(self.spec, weights) if strategy.needs_probs else None,
-                cfg=cfg.scoring, use_gpu=self.training.use_gpu, progress=ctx.progress,
-            )
+            if getattr(strategy, "needs_robust_pair", False):  # JIN: M_S + two-pass scoring
+                res, jin_info = jin_round_query(self, r, data=data, ids=ids,
+                                                round_dir=round_dir, params=params)
+                rec.update(jin_info)
+            elif getattr(strategy, "pool_level", False):  # coreset/badge/fairal/panda
+                res = select_round(self, strategy, r, ids, data, round_dir)
+            else:
+                res = score_pool(
+                    pool, strategy=self.campaign.strategy, strategy_params=params,
+                    seed=self.seed, round=r, budget=cfg.al.query_size, labelled=ids,
+                    model=(self.spec, weights) if strategy.needs_probs else None,
+                    cfg=cfg.scoring, use_gpu=self.training.use_gpu, progress=ctx.progress,
+                )
             selected = strategy.select(res.candidates, cfg.al.query_size)
             if len(np.unique(selected)) != len(selected) or np.isin(selected, ids).any():
                 raise RuntimeError(f"strategy '{strategy.name}' selected repeated/labelled rows")
@@ -235,6 +265,7 @@ class Campaign:
                    {f"query_frac_group_{g}": float("nan") for g in ctx.groups})
         rec.update(group_fracs("pool", pool_counts, ctx.groups) if query else
                    group_fracs("pool", pool.group_counts(exclude=ids), ctx.groups))
+        rec.setdefault("ms_train_seconds", 0.0)  # JIN's M_S training (FRAL Table 2)
         rec.update({"n_queried": int(len(selected)), "score_seconds": score_seconds,
                     "score_nodes": score_nodes,
                     "selected": selected.tolist(), "selected_labels": sel_labels.tolist()})
@@ -308,6 +339,7 @@ def run_job(
     resume: bool = False,
     address: str | None = None,
     progress: bool = True,
+    on_round: Callable[[dict], None] | None = None,
 ) -> pd.DataFrame:
     """Run every campaign (strategy x seed) of a job; returns all round records."""
     run_dir = Path(run_dir)
@@ -332,10 +364,12 @@ def run_job(
         groups=groups, scenario=cfg.dataset.scenario if cfg.dataset.name == "glyphs" else cfg.dataset.name,
         progress=progress,
     )
+    ctx.test_bias_aligned = read_bias_aligned(test)
+    apply_validation_split(ctx)  # evaluation.val_fraction > 0: z* from a validation split
     all_records: list[dict] = []
     for campaign in cfg.campaigns:
         for seed in cfg.seeds:
-            all_records += Campaign(ctx, campaign, seed).run()
+            all_records += Campaign(ctx, campaign, seed, on_round=on_round).run()
             df = records_frame(all_records)
             atomic_write_text(run_dir / ROUNDS_CSV, df.to_csv(index=False))
     return records_frame(all_records)
