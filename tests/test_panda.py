@@ -105,6 +105,19 @@ def test_relaxed_top_b_gradients_wrt_logits_and_temperature() -> None:
     assert raw.grad.abs().sum() > 0 and tau.grad.abs() > 0
 
 
+@pytest.mark.parametrize("tau", [1.0, 0.01, 0.005, 0.002, 1e-3, 1e-6])
+def test_relaxed_top_b_gradients_stay_finite_at_small_temperature(tau: float) -> None:
+    # the tune space reaches tau = 1e-6; at tau = 0.002 the unbounded 1/(1 - a) of the mask
+    # term used to overflow to inf and give nan gradients (meta-training then diverged)
+    gen = torch.Generator().manual_seed(0)
+    raw = torch.randn(1000, generator=gen, requires_grad=True)
+    log_tau = torch.tensor(float(np.log(tau)), requires_grad=True)
+    w = relaxed_top_b(raw, 200, log_tau.exp(), noise=gumbel_noise((1000,), generator=gen))
+    assert torch.isfinite(w).all()
+    (w * torch.randn(1000, generator=gen)).sum().backward()
+    assert torch.isfinite(raw.grad).all() and torch.isfinite(log_tau.grad)
+
+
 # ----------------------------------------------------------------------------- policy
 
 

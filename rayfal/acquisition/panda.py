@@ -202,6 +202,18 @@ def gumbel_top_b(logits: Tensor, b: int, *, generator: torch.Generator | None = 
     return torch.topk(logits + noise, b, dim=-1).indices
 
 
+#: bound on the gradient reaching each soft pick of :func:`relaxed_top_b_picks`. Near a hard
+#: pick (small temperature) the mask term's derivative ``1/(1 - a_j)`` compounds over the ``B``
+#: picks and overflows float32 (inf, then ``0 * inf = nan`` in the softmax backward); values
+#: this large carry no direction Adam could use, so they are clipped (and nan/inf mapped to it).
+PICK_GRAD_BOUND = 1e12
+
+
+def _bounded_grad(grad: Tensor) -> Tensor:
+    return torch.nan_to_num(grad, nan=0.0, posinf=PICK_GRAD_BOUND,
+                            neginf=-PICK_GRAD_BOUND).clamp(-PICK_GRAD_BOUND, PICK_GRAD_BOUND)
+
+
 def relaxed_top_b_picks(logits: Tensor, b: int, temperature: Tensor | float, *,
                         noise: Tensor | None = None, generator: torch.Generator | None = None,
                         eps: float = 1e-20) -> Tensor:
@@ -220,6 +232,8 @@ def relaxed_top_b_picks(logits: Tensor, b: int, temperature: Tensor | float, *,
     for _ in range(b):
         s = s + torch.log((1.0 - a).clamp_min(eps))
         a = torch.softmax(s / temperature, dim=-1)
+        if a.requires_grad:  # at small tau, d log(1 - a) / da ~ 1/(1 - a) compounds over picks
+            a.register_hook(_bounded_grad)
         picks.append(a)
     return torch.stack(picks, dim=-2) if picks else s.new_zeros((*s.shape[:-1], 0, n))
 
