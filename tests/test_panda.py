@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -227,6 +229,22 @@ def test_proximal_step_reduces_a_violated_disparity() -> None:
 
     info2 = fbs_prox_step([theta2], disparity2, rho=before + 0.01, steps=50)
     assert info2["steps"] == 0 and info2["moved"] == 0.0 and float(theta2.detach()) == 1.0
+
+
+def test_proximal_step_clips_a_huge_gradient() -> None:
+    # at small Gumbel temperatures grad chi~ reaches ~1e12; one unclipped step of size lr
+    # used to throw the parameters (log-temperature) to inf and the run to nan
+    def run(max_grad_norm: float | None) -> tuple[dict, float]:
+        theta = torch.nn.Parameter(torch.tensor(1.0))
+        info = fbs_prox_step([theta], lambda: 1e12 * theta**2, rho=0.5, weight=1.0, steps=1,
+                             lr=0.5, max_grad_norm=max_grad_norm)
+        return info, float(theta.detach())
+
+    info, theta = run(10.0)
+    assert math.isfinite(theta) and info["moved"] == pytest.approx(0.5 * 10.0)
+    assert theta == pytest.approx(1.0 - 5.0)
+    info, theta = run(None)  # the unclipped step: lr * 2e12
+    assert info["moved"] == pytest.approx(1e12, rel=1e-3)
 
 
 # ----------------------------------------------------------------------------- meta-training

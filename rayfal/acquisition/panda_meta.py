@@ -32,6 +32,10 @@ Choices where the paper is open (documented here, parameters of :func:`meta_trai
   where ``weight * grad Delta`` balances the pull back to ``theta_hat`` with the constraint
   still violated: the records' ``prox_final`` / ``prox_satisfied`` show it; then raise
   ``prox_weight`` (or ``prox_steps``), a natural Tune dimension.
+* Algorithm 1 gives no step rule for the approximate proximal descent; ours is plain gradient
+  descent with the norm of ``grad chi~`` clipped to ``PROX_GRAD_NORM`` (10). At small Gumbel
+  temperatures (the tune space reaches 1e-6) the relaxed top-B's gradient reaches 1e12, and
+  one unclipped step of size ``prox_lr`` sent the temperature to inf (nan at step 1).
 * The constraint is checked on the soft disparity surrogate (the quantity that is minimised);
   the hard disparity of the thresholded classifier is logged alongside.
 * Randomness of iteration ``k`` (task split, Gumbel noise) comes from a generator seeded by
@@ -191,6 +195,10 @@ def _grads(value: Tensor, params: list[nn.Parameter], allreduce: AllReduce | Non
             zip(torch.split(flat, [p.numel() for p in params]), params, strict=True)]
 
 
+#: largest norm of ``grad chi~`` used by one approximate proximal iteration (module docstring)
+PROX_GRAD_NORM = 10.0
+
+
 def fbs_prox_step(
     params: list[nn.Parameter],
     disparity_fn: Callable[[], Tensor],
@@ -201,6 +209,7 @@ def fbs_prox_step(
     lr: float = 0.5,
     n_tasks: int | None = None,
     allreduce: AllReduce | None = None,
+    max_grad_norm: float | None = PROX_GRAD_NORM,
 ) -> dict[str, Any]:
     """Approximate proximal step of FBS (Algorithm 1, line 5), in place on ``params``.
 
@@ -219,6 +228,7 @@ def fbs_prox_step(
     only pull back towards ``theta_hat`` into the violated region); otherwise one gradient step
     of size ``lr`` on ``weight * chi~(theta) + 1/2 ||theta - theta_hat||^2``. ``allreduce``
     sums ``grad chi~`` and takes the max of the disparities over data-parallel workers.
+    ``max_grad_norm`` clips the (summed) ``grad chi~`` to that norm (``None``: no clipping).
 
     Returns ``{"initial", "final", "steps", "satisfied", "moved"}``: the largest per-task
     disparity before and after, iterations used, whether every task satisfies the constraint,
@@ -237,6 +247,12 @@ def fbs_prox_step(
         n = n_tasks if n_tasks is not None else d.numel()
         chi = (d * (d.detach() >= rho).to(d.dtype)).sum() / n  # smoothed indicator, task mean
         g_chi = _grads(chi, params, allreduce)
+        if max_grad_norm is not None:
+            norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in g_chi)))
+            if not math.isfinite(norm):
+                raise FloatingPointError(f"non-finite proximal gradient (norm {norm})")
+            if norm > max_grad_norm:
+                g_chi = [g * (max_grad_norm / norm) for g in g_chi]
         with torch.no_grad():
             for p, h, g in zip(params, theta_hat, g_chi, strict=True):
                 p.sub_(lr * (weight * g + (p - h)))  # grad of weight*chi~ + 1/2||p - h||^2
