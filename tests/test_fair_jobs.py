@@ -44,8 +44,9 @@ def test_grad_bald_job() -> None:
 
 def test_gba_colored_mnist_job() -> None:
     modes = _modes(JOBS / "gba_colored_mnist.yaml")
-    assert [m for _, m, _ in modes.values()] == ["standard", "grad", "gba"]
-    assert [needs_group_head(m) for _, m, _ in modes.values()] == [False, True, True]
+    assert [m for _, m, _ in modes.values()] == ["standard", "grad", "gba", "grad", "gba"]
+    assert [needs_group_head(m) for _, m, _ in modes.values()] == [False, True, True, True, True]
+    assert [p.get("lam") for _, _, p in modes.values()] == [None, 1.0, 1.0, 0.1, 0.1]
     cfg, _ = load_job(JOBS / "gba_colored_mnist.yaml")
     assert cfg.dataset.name == "colored_mnist" and 0.9 <= cfg.dataset.skew < 1
     assert cfg.dataset.image_size % 8 == 0  # the CNN needs sides divisible by 8
