@@ -45,11 +45,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rayfal.data.manifest import MANIFEST, check_existing
 from rayfal.data.schema import image_table
 
 GENERATOR_VERSION = 1
 BIAS_ALIGNED = "bias_aligned"
-MANIFEST = "dataset.json"
 N_CLASSES = 10
 MNIST_SIDE = 28
 #: Default location of the MNIST CSV: ``<repo>/../shared/data/mnist5k/mnist_5k.csv.gz``.
@@ -237,20 +237,6 @@ def _table(row_id: np.ndarray, split: dict[str, np.ndarray]) -> pa.Table:
     return table.replace_schema_metadata(meta)
 
 
-def _check_existing(out_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
-    path = out_dir / MANIFEST
-    if not path.is_file():
-        raise FileExistsError(f"{out_dir} exists but holds no {MANIFEST}; refusing to overwrite it")
-    manifest = json.loads(path.read_text())
-    diff = sorted(k for k in params if manifest.get(k) != params[k])
-    if diff:
-        detail = ", ".join(
-            f"{k}: existing={manifest.get(k)!r} requested={params[k]!r}" for k in diff
-        )
-        raise ValueError(f"{out_dir} holds a different colored_mnist dataset ({detail})")
-    return manifest
-
-
 def generate_colored_mnist(
     out_dir: str | os.PathLike[str],
     *,
@@ -288,7 +274,7 @@ def generate_colored_mnist(
     }
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
-        return _check_existing(out, params)
+        return check_existing(out, params, "colored_mnist")
     digits, labels = load_mnist_csv(src)
     splits = build_colored_mnist(
         digits, labels, n_pool=n_pool, n_test=n_test, skew=skew, seed=seed,
@@ -335,7 +321,7 @@ def generate_colored_mnist(
         except OSError:
             if out.exists() and (out / MANIFEST).is_file():  # lost a race to an identical writer
                 shutil.rmtree(tmp, ignore_errors=True)
-                return _check_existing(out, params)
+                return check_existing(out, params, "colored_mnist")
             raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

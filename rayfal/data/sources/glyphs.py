@@ -43,6 +43,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFont
 
+from rayfal.data.manifest import MANIFEST, check_existing
 from rayfal.data.schema import image_table
 
 SCENARIOS = ("minority_group", "sensitive_attribute")
@@ -55,7 +56,6 @@ NOISY_SIGMA_SCALE = 5.0  # four_class group 1: noise std in [0.05, 0.25] instead
 GENERATOR_VERSION = 2
 GROUP_NAMES = ("red", "blue")
 SPLITS = ("pool", "test")
-MANIFEST = "dataset.json"
 ROW_GROUP_ROWS = 4096  # Parquet row-group size of the written shards (not part of the data)
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
@@ -432,20 +432,6 @@ def _params(
     }
 
 
-def _check_existing(out_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
-    path = out_dir / MANIFEST
-    if not path.is_file():
-        raise FileExistsError(f"{out_dir} exists but holds no {MANIFEST}; refusing to overwrite it")
-    manifest = json.loads(path.read_text())
-    diff = sorted(k for k in params if manifest.get(k) != params[k])
-    if diff:
-        detail = ", ".join(
-            f"{k}: existing={manifest.get(k)!r} requested={params[k]!r}" for k in diff
-        )
-        raise ValueError(f"{out_dir} holds a different glyphs dataset ({detail})")
-    return manifest
-
-
 def generate_glyphs(
     out_dir: str | os.PathLike[str],
     *,
@@ -491,7 +477,7 @@ def generate_glyphs(
         alphabet,
     )
     if out.exists() and any(out.iterdir()):
-        return _check_existing(out, params)
+        return check_existing(out, params, "glyphs")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -503,7 +489,7 @@ def generate_glyphs(
         except OSError:
             if out.exists() and (out / MANIFEST).is_file():  # lost a race to an identical writer
                 shutil.rmtree(tmp, ignore_errors=True)
-                return _check_existing(out, params)
+                return check_existing(out, params, "glyphs")
             raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
