@@ -81,14 +81,17 @@ def generate(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     return out_dir, {**info, "this_run": "cached" if cached else "generated"}
 
 
-def make_model(seed: int, input_shape: tuple[int, ...]) -> tuple[dict, bytes]:
-    """The ``jobs/quickstart.yaml`` SmallCNN (width 16, hidden 64, dropout 0.5), seeded."""
+def make_model(seed: int, input_shape: tuple[int, ...], width: int = 16,
+               hidden: int = 64) -> tuple[dict, bytes]:
+    """The ``jobs/quickstart.yaml`` SmallCNN (width 16, hidden 64, dropout 0.5), seeded; a
+    smaller ``width``/``hidden`` makes the kernel cheap so that the pipeline (Parquet reads of
+    the image column, Arrow -> torch, the reducer) is what is timed."""
     import torch
     from safetensors.torch import save as save_safetensors
 
     from rayfal.models.checkpoint import model_from_spec, model_spec, state_dict_cpu
 
-    spec = model_spec("cnn", input_shape, 2, width=16, hidden=64, dropout=0.5)
+    spec = model_spec("cnn", input_shape, 2, width=width, hidden=hidden, dropout=0.5)
     torch.manual_seed(seed)
     model = model_from_spec(spec).eval()
     return spec, save_safetensors(state_dict_cpu(model))
@@ -102,7 +105,7 @@ def score_point(args: argparse.Namespace, pool, strategy: str, mc: int) -> dict[
     from rayfal.config import ScoringConfig
     from rayfal.scoring.pool_scoring import score_pool
 
-    spec, weights = make_model(args.seed, pool.input_shape)
+    spec, weights = make_model(args.seed, pool.input_shape, args.width, args.hidden)
     t0 = time.perf_counter()
     ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False,
              object_store_memory=args.object_store_memory, log_to_driver=False)
@@ -208,6 +211,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--points", default="entropy:1:100000,entropy:1:1000000,entropy:1:4000000,"
                    "bald:20:100000", help="STRATEGY:T:ROWS,... (ROWS a multiple of 50,000)")
     p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--width", type=int, default=16, help="CNN width (16 = the glyph CNN)")
+    p.add_argument("--hidden", type=int, default=64, help="CNN hidden units")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-cpus", type=int, default=2)
     p.add_argument("--object-store-memory", type=int, default=2_000_000_000)

@@ -237,3 +237,32 @@ def test_trial_metrics_and_missing_objective():
     assert "selected" not in out and np.isnan(out["nll"])
     with pytest.raises(KeyError, match=r"\['f_score'\] are not in the round record"):
         check_metrics(rec, ["accuracy", "f_score"])
+
+
+@pytest.mark.parametrize("dps, best, feasible", [([0.11, 0.12], 0, False),
+                                                 ([0.11, 0.03], 1, True)])
+def test_best_trial_flags_an_unmet_constraint(tmp_path, dps, best, feasible):
+    optuna = pytest.importorskip("optuna")
+    import json
+
+    from rayfal.tune.results import write_results
+    from rayfal.tune.searcher import STUDY_NAME, make_storage
+
+    raw = job(objectives=[{"metric": "f_score", "mode": "max"}],
+              constraint={"metric": "panda_dp", "max": 0.04})
+    spec = spec_of(raw)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=STUDY_NAME, storage=make_storage(tmp_path),
+                                direction="maximize")
+    for k, (f, dp) in enumerate(zip([0.56, 0.53], dps, strict=True)):
+        t = study.ask({"training.mode_params.lam": optuna.distributions.FloatDistribution(
+            0.01, 10, log=True)})
+        for key, v in (("metric_f_score", f), ("metric_panda_dp", dp), ("rounds_done", 5),
+                       ("trial_dir", f"trial_{k:04d}")):
+            t.set_user_attr(key, v)
+        study.tell(t, f)
+    paths = write_results(study, tmp_path, spec, config_from_dict(raw).to_dict(), max_rounds=5)
+    text = paths["best"].read_text()
+    assert ("No finished trial meets panda_dp <= 0.04" in text) == (not feasible)
+    (chosen,) = json.loads((tmp_path / "results" / "summary.json").read_text())["best"]
+    assert chosen["trial"] == best and chosen["feasible"] is feasible

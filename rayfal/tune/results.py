@@ -183,8 +183,14 @@ def write_results(study, run_dir: Path, spec: TuneSpec, resolved: dict, max_roun
     if spec.constraint:
         cols.append(spec.constraint.metric)
     cols += [c for c in ("baseline", "rounds_done", "n_labelled") if c in df.columns]
+    if spec.constraint:
+        cols.append("feasible")
     atomic_write_text(out / f"{name}.csv", chosen.to_csv(index=False))
-    atomic_write_text(out / f"{name}.md", markdown(chosen, cols))
+    warning = ""
+    if spec.constraint and len(chosen) and not bool(chosen["feasible"].all()):
+        warning = (f"**No finished trial meets {spec.constraint.metric} <= "
+                   f"{spec.constraint.max:g}**: shown is the least violating one.\n\n")
+    atomic_write_text(out / f"{name}.md", warning + markdown(chosen, cols))
     atomic_write_text(out / "trials.md", markdown(df, ["status", *cols]))
     paths[name] = out / f"{name}.md"
     plot(df, chosen, spec, out / f"{name}.png")
@@ -204,7 +210,8 @@ def write_results(study, run_dir: Path, spec: TuneSpec, resolved: dict, max_roun
         "by_status": df["status"].value_counts().to_dict(),
         "finished": int(df["finished"].sum()),
         name: [{"trial": int(r["trial"]), "params": params_of(r),
-                **{m: float(r[m]) for m in spec.metrics}} for _, r in chosen.iterrows()],
+                **{m: float(r[m]) for m in spec.metrics}, "feasible": bool(r["feasible"])}
+               for _, r in chosen.iterrows()],
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
     return paths
