@@ -26,8 +26,10 @@ run: setup
 test: setup
 	$(VENV)/bin/ruff check rayfal tests benchmarks
 	$(PY) -m pytest -q -x --durations=10
+	RAYFAL_CLUSTER_TESTS=1 $(PY) -m pytest -q tests/test_cluster_jobs.py
 
-# The two-node Ray cluster test (head + worker via `ray start`, Jobs API submission).
+# The two-node Ray cluster test alone (head + worker via `ray start`, Jobs API submission);
+# `make test` runs it too, in its own pytest process after the suite.
 test-cluster: setup
 	RAYFAL_CLUSTER_TESTS=1 $(PY) -m pytest -q tests/test_cluster_jobs.py
 
