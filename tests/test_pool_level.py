@@ -240,7 +240,11 @@ def test_panda_one_shot_ranking_is_split_over_rounds(tiny, tmp_path) -> None:
 # ------------------------------------------------------------------ driver, end to end
 
 
+ADULT_SRC = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "adult"
+
+
 @pytest.mark.ray
+@pytest.mark.skipif(not (ADULT_SRC / "adult.data").is_file(), reason=f"no {ADULT_SRC}")
 def test_pool_level_campaigns_end_to_end_on_adult(ray_session, tmp_path) -> None:
     """Every new strategy (and the fairlearn training mode) runs through ``run_job`` on Adult:
     D0 rows are labelled at round 0, one query round, the records carry F/DP/EB."""
@@ -249,7 +253,7 @@ def test_pool_level_campaigns_end_to_end_on_adult(ray_session, tmp_path) -> None
 
     raw = {
         "name": "t", "seeds": [0],
-        "dataset": {"name": "adult", "src_dir": "../shared/data/adult", "d0_size": 30,
+        "dataset": {"name": "adult", "src_dir": str(ADULT_SRC), "d0_size": 30,
                     "dir": str(tmp_path / "adult")},
         "model": {"name": "linear"},
         "training": {"epochs": 1, "min_steps": 20},
