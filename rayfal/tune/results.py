@@ -142,7 +142,8 @@ def plot(df: pd.DataFrame, chosen: pd.DataFrame, spec: TuneSpec, path: Path) -> 
             if len(other):
                 ax.scatter(other[col], other[m], marker="x", c="0.75", label="stopped early")
             if len(chosen):
-                ax.scatter(chosen[col], chosen[m], marker="*", s=200, c="tab:red", label="best")
+                label = "best" if bool(chosen["feasible"].all()) else "least violating (none feasible)"
+                ax.scatter(chosen[col], chosen[m], marker="*", s=200, c="tab:red", label=label)
             if spec.space[key].kind in ("loguniform", "logint"):
                 ax.set_xscale("log")
             ax.set_xlabel(key)
