@@ -83,6 +83,7 @@ def pgd(
     loss: str = "ce",
     clamp: Clamp = (0.0, 1.0),
     generator: torch.Generator | None = None,
+    start: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L-inf projected gradient ascent; returns the detached ``x_adv`` (same shape/device as x).
 
@@ -90,7 +91,9 @@ def pgd(
     steps, with ``L`` the CE (``loss="ce"``, needs ``y``) or TRADES' ``KL(p(x) || p(x_k))``
     (``loss="kl"``, no labels). ``clamp=None`` skips the range clamp (e.g. standardised tabular
     features); an ``x`` outside the clamp range is clamped into it, so then the result may lie
-    farther than eps from ``x``. ``generator`` (optional) makes the random start reproducible.
+    farther than eps from ``x``. ``generator`` (optional) makes the random start reproducible;
+    ``start`` (optional, shape of ``x``) is the random start's perturbation itself (used with
+    ``random_start``; e.g. row-keyed noise, :func:`rayfal.robust_eval.pgd_row_keyed`).
     See the module docstring for the model's mode, MC dropout and DDP handling.
     """
     _check(eps, alpha, steps, loss, clamp)
@@ -113,7 +116,8 @@ def pgd(
                     target = F.softmax(net(x0).float(), dim=1)
             x_adv = x0.clone()
             if random_start:
-                x_adv = _project(x_adv + _noise(x0, loss, eps, generator), x0, eps, clamp)
+                delta = _noise(x0, loss, eps, generator) if start is None else start.to(x0)
+                x_adv = _project(x_adv + delta, x0, eps, clamp)
             for _ in range(int(steps)):
                 x_adv.requires_grad_(True)
                 logits = net(x_adv).float()

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from rayfal.attacks import pgd
 from rayfal.models.mc_dropout import deterministic_dropout
 
 __all__ = [
@@ -86,11 +87,6 @@ def row_noise(shape: tuple[int, ...], row_keys: np.ndarray, seed: int, kind: str
     return out
 
 
-def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, clamp) -> torch.Tensor:
-    x_adv = torch.minimum(torch.maximum(x_adv, x - eps), x + eps)
-    return x_adv.clamp(clamp[0], clamp[1]) if clamp is not None else x_adv
-
-
 def pgd_row_keyed(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -106,38 +102,12 @@ def pgd_row_keyed(
     its own input and key, never on the other rows of the batch."""
     if attack.loss == "ce" and y is None:
         raise ValueError("pgd_row_keyed(loss='ce') needs labels y")
-    net = getattr(model, "module", model)
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.inference_mode(False), torch.enable_grad(), deterministic_dropout():
-            x0 = x.detach().clone()
-            if len(x0) == 0:
-                return x0
-            kind = "uniform" if attack.loss == "ce" else "normal"
-            noise = row_noise(tuple(x0.shape[1:]), row_keys, seed, kind).to(x0)
-            noise = noise * (attack.eps if attack.loss == "ce" else 0.001)
-            target = None
-            if attack.loss == "kl":
-                with torch.no_grad():
-                    target = F.softmax(net(x0).float(), dim=1)
-            else:
-                y = y.detach().clone().to(x0.device)
-            x_adv = _project(x0 + noise, x0, attack.eps, attack.clamp)
-            for _ in range(int(attack.steps)):
-                x_adv.requires_grad_(True)
-                logits = net(x_adv).float()
-                if attack.loss == "ce":
-                    objective = F.cross_entropy(logits, y, reduction="sum")
-                else:
-                    objective = F.kl_div(F.log_softmax(logits, dim=1), target, reduction="sum")
-                (grad,) = torch.autograd.grad(objective, x_adv)
-                with torch.no_grad():
-                    x_adv = _project(x_adv + attack.alpha * grad.sign(), x0, attack.eps,
-                                     attack.clamp)
-            return x_adv.detach()
-    finally:
-        net.train(was_training)
+    kind = "uniform" if attack.loss == "ce" else "normal"
+    noise = row_noise(tuple(x.shape[1:]), row_keys, seed, kind) if len(x) else None
+    if noise is not None:
+        noise = noise * (attack.eps if attack.loss == "ce" else 0.001)
+    return pgd(model, x, y, eps=attack.eps, alpha=attack.alpha, steps=attack.steps,
+               random_start=True, loss=attack.loss, clamp=attack.clamp, start=noise)
 
 
 @torch.inference_mode()

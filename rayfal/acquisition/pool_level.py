@@ -189,7 +189,8 @@ class PoolStrategy(Strategy):
         raise TypeError(f"strategy '{self.name}' is pool-level: use select_pool(view, budget)")
 
     def select_pool(self, view: PoolView, budget: int) -> np.ndarray:
-        raise NotImplementedError
+        """The ``budget`` row_ids to query; every registered pool-level strategy overrides it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement select_pool")
 
     def candidates(self, view: PoolView, size: int | None) -> np.ndarray:
         """The (sub)sampled unlabelled row_ids this strategy considers this round."""
