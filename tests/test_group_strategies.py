@@ -13,6 +13,7 @@ from rayfal.acquisition import (
     worst_group_from_metrics,
 )
 from rayfal.acquisition import scores as S
+from rayfal.acquisition.base import StrategyParamsError
 from rayfal.acquisition.jin import (
     RunningMoments,
     inconsistency_rob,
@@ -113,7 +114,7 @@ def test_group_entropy_requires_probs_and_params_are_checked() -> None:
     ids, group, _ = _pool(8, n=10)
     with pytest.raises(ValueError, match="group_entropy"):
         _select("group_entropy", ids, group, 3)
-    with pytest.raises(TypeError, match="temperature"):
+    with pytest.raises(StrategyParamsError, match="unknown parameter 'temperature'"):
         make_strategy("group_random", seed=0, worst_group=1, temperature=1.0)
     for bad in (1.5, "1", True):
         with pytest.raises(TypeError, match="worst_group"):

@@ -1,5 +1,5 @@
 """JIN (FRAL Algorithm 1, Eq. 2-4): the strategy maths without Ray, the two-pass Ray Data
-scoring (global z-normalisation whatever the shard split) and a tiny campaign via the driver."""
+scoring (global z-normalisation whatever the shard split) and a tiny campaign via the campaign layer."""
 
 from __future__ import annotations
 
@@ -13,21 +13,15 @@ from safetensors.torch import save as save_safetensors
 
 from rayfal.acquisition import ScoreBatch, make_strategy, select_in_memory
 from rayfal.acquisition.jin import OUTSIDE_SCORE, jin_terms
+from rayfal.attacks import AttackSpec
 from rayfal.config import ScoringConfig, config_from_dict
 from rayfal.data import schema as S
 from rayfal.data.pool import Pool
 from rayfal.models import build_model
 from rayfal.models.checkpoint import model_spec
-from rayfal.robust_eval import AttackSpec
-from rayfal.scoring.jin_scoring import attack_seed, jin_batch_terms, score_pool_jin
+from rayfal.scoring.two_pass import attack_seed, jin_batch_terms, score_pool_jin
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _stacked(n: int, seed: int, classes: int = 3) -> np.ndarray:
@@ -185,8 +179,8 @@ def test_ray_jin_scores_do_not_depend_on_the_shard_split(ray_session, tiny_pool_
 
 @pytest.mark.ray
 @pytest.mark.timeout(400)
-def test_tiny_jin_campaign_through_the_driver(ray_session, tmp_path):
-    from rayfal.driver import run_job
+def test_tiny_jin_campaign_through_the_campaign_layer(ray_session, tmp_path):
+    from rayfal.campaign import run_job
 
     raw = {
         "name": "tiny_jin", "seeds": [0],

@@ -1,4 +1,4 @@
-"""Tests of PANDA (Sharaf et al. 2022): rayfal.acquisition.panda and panda_meta."""
+"""Tests of PANDA (Sharaf et al. 2022): rayfal.acquisition.panda.policy and .meta."""
 
 from __future__ import annotations
 
@@ -8,37 +8,31 @@ import numpy as np
 import pytest
 import torch
 
-from rayfal.acquisition.panda import (
+from rayfal.acquisition.panda.meta import (
     InnerConfig,
-    PandaPolicy,
-    gumbel_noise,
-    gumbel_top_b,
+    MetaData,
+    fbs_prox_step,
     inner_fit,
-    load_policy,
-    relaxed_top_b,
-    save_policy,
-    select,
+    meta_train,
+    pretrain_encoder,
+    sample_task,
     simulate,
     soft_demographic_parity,
     soft_equalized_odds,
     soft_error_rate_balance,
 )
-from rayfal.acquisition.panda_meta import (
-    MetaData,
-    fbs_prox_step,
-    meta_train,
-    pretrain_encoder,
-    sample_task,
+from rayfal.acquisition.panda.policy import (
+    PandaPolicy,
+    gumbel_noise,
+    gumbel_top_b,
+    load_policy,
+    relaxed_top_b,
+    save_policy,
+    select,
 )
 from rayfal.fairness import metrics
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-6, rtol: float = 1e-6) -> None:

@@ -1,9 +1,9 @@
-"""PANDA meta-training as a Ray Train job (rayfal.training.panda_train) and the data-parallel /
-sequential-learner pieces of rayfal.acquisition.panda(_meta)."""
+"""PANDA meta-training as a Ray Train job (rayfal.acquisition.panda.train), its settings and
+checkpoints, the data-parallel / sequential-learner pieces of rayfal.acquisition.panda.meta, and
+the ``panda`` strategy fed a meta-trained policy (PoolView.policy)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import threading
@@ -12,28 +12,29 @@ import numpy as np
 import pytest
 import torch
 
-from rayfal.acquisition.panda import (
+from rayfal.acquisition.panda import checkpoint as panda_checkpoint
+from rayfal.acquisition.panda import train as panda_train
+from rayfal.acquisition.panda.checkpoint import latest_checkpoint
+from rayfal.acquisition.panda.meta import (
     InnerConfig,
-    PandaPolicy,
-    gumbel_noise,
+    MetaData,
+    fbs_prox_step,
     hard_picks,
     inner_fit,
+    meta_train,
+    simulate,
+)
+from rayfal.acquisition.panda.policy import (
+    PandaPolicy,
+    gumbel_noise,
     load_policy,
     relaxed_top_b,
     relaxed_top_b_picks,
-    simulate,
 )
-from rayfal.acquisition.panda_meta import MetaData, fbs_prox_step, meta_train
-from rayfal.training import panda_train
-from rayfal.training.panda_train import PandaSettings, latest_checkpoint, train_policy
+from rayfal.acquisition.panda.settings import PandaSettings
+from rayfal.acquisition.panda.train import train_policy
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data(n: int = 160, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,7 +96,7 @@ def test_crash_then_resume_equals_uninterrupted_run(tmp_path, monkeypatch) -> No
     assert steps == [1, 2, 3, 4, 5]  # step 3's stale record replaced, not duplicated
 
     # a shorter run, then the same run extended: the same policy as the 5-step run
-    short = train_policy(data, dataclasses.replace(SETTINGS, steps=3), tmp_path / "ext",
+    short = train_policy(data, SETTINGS.replace(steps=3), tmp_path / "ext",
                          progress=False)
     assert json.loads((short / "policy.json").read_text())["step"] == 3
     _assert_same(_state(train_policy(data, SETTINGS, tmp_path / "ext", progress=False)),
@@ -105,19 +106,19 @@ def test_crash_then_resume_equals_uninterrupted_run(tmp_path, monkeypatch) -> No
     monkeypatch.setattr(panda_train, "meta_train", None)
     assert train_policy(data, SETTINGS, tmp_path / "full", progress=False) == full
     with pytest.raises(ValueError, match="settings differ.*rho"):
-        train_policy(data, dataclasses.replace(SETTINGS, rho=0.1), tmp_path / "full")
+        train_policy(data, SETTINGS.replace(rho=0.1), tmp_path / "full")
     with pytest.raises(ValueError, match="D0 differs"):
         train_policy(_data(seed=1), SETTINGS, tmp_path / "full")
 
 
 def test_checkpoint_is_safetensors_and_json_with_exact_optimizer_state(tmp_path) -> None:
-    policy, params, opt = panda_train._build(SETTINGS, 3, torch.device("cpu"))
+    policy, params, opt = panda_train.build_policy(SETTINGS, 3)
     x = torch.randn(7, 3, generator=torch.Generator().manual_seed(0))
     for _ in range(2):
         opt.zero_grad()
         policy(x).pow(2).sum().backward()
         opt.step()
-    path = panda_train._write_checkpoint(tmp_path, 7, policy, opt, SETTINGS, "abc", {"loss": 1.0})
+    path = panda_checkpoint.write_checkpoint(tmp_path, 7, policy, opt, SETTINGS, "abc", {"loss": 1.0})
     names = sorted(p.name for p in path.iterdir())
     assert names == ["optimizer.safetensors", "policy.json", "policy.safetensors",
                      "train_state.json"]
@@ -133,10 +134,9 @@ def test_checkpoint_is_safetensors_and_json_with_exact_optimizer_state(tmp_path)
     assert state["step"] == 7 and state["data_fingerprint"] == "abc"
     assert load_policy(path)[1]["step"] == 7
 
-    policy2, _, opt2 = panda_train._build(dataclasses.replace(SETTINGS, seed=99), 3,
-                                          torch.device("cpu"))
+    policy2, _, opt2 = panda_train.build_policy(SETTINGS.replace(seed=99), 3)
     torch.manual_seed(12345)  # the checkpoint's torch RNG state is restored over this
-    assert panda_train._load_checkpoint(path, policy2, opt2) == 7
+    assert panda_checkpoint.load_checkpoint(path, policy2, opt2) == 7
     _assert_same(policy2.state_dict(), policy.state_dict(), atol=0)
     a, b = opt.state_dict(), opt2.state_dict()
     assert a["param_groups"] == b["param_groups"]
@@ -272,7 +272,98 @@ def test_sequential_inner_mode_is_algorithm_1_lines_10_to_12() -> None:
 @pytest.mark.skipif(not os.environ.get("RAYFAL_SLOW_TESTS"),
                     reason="a 2-worker Ray Train group costs ~1 min here; RAYFAL_SLOW_TESTS=1")
 def test_two_ray_train_workers_match_local_mode(ray_session, tmp_path) -> None:
-    s = dataclasses.replace(SETTINGS, tasks_per_step=2, steps=3)
+    s = SETTINGS.replace(tasks_per_step=2, steps=3)
     local = train_policy(_data(), s, tmp_path / "local", progress=False)
     workers = train_policy(_data(), s, tmp_path / "workers", num_workers=2, progress=False)
     _assert_same(_state(workers), _state(local), atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- the strategy
+
+
+def test_panda_params_are_checked_up_front() -> None:
+    from rayfal.acquisition import StrategyParamsError, make_strategy
+
+    with pytest.raises(StrategyParamsError, match="unknown parameter 'polcy'"):
+        make_strategy("panda", seed=0, polcy="x")
+    for bad in (0, -3, True, 2.5):
+        with pytest.raises(StrategyParamsError, match="subsample"):
+            make_strategy("panda", seed=0, subsample=bad)
+    with pytest.raises(StrategyParamsError, match="unknown PANDA setting.*stepz"):
+        make_strategy("panda", seed=0, train={"stepz": 3})
+    with pytest.raises(StrategyParamsError, match="train.steps"):
+        make_strategy("panda", seed=0, train={"steps": -1})
+    with pytest.raises(StrategyParamsError, match="budget"):
+        make_strategy("panda", seed=0, train={"pool_size": 10, "budget": 20})
+    assert make_strategy("panda", seed=0, subsample=None).params.subsample is None
+
+
+def test_meta_training_settings_and_policy_dir_name() -> None:
+    from rayfal.acquisition import make_strategy
+    from rayfal.acquisition.panda import PANDA_DEFAULTS, policy_dir_name
+
+    assert make_strategy("panda", seed=0, policy="some/dir",
+                         train={"steps": 3}).meta_training_settings(400) is None
+    strat = make_strategy("panda", seed=0, train={"steps": 3, "disparity": "eb"})
+    got = strat.meta_training_settings(400)
+    assert got == {**PANDA_DEFAULTS, "budget": 400, "steps": 3, "disparity": "eb"}
+    PandaSettings.from_dict(got)  # a valid settings dict for train_policy
+    # a budget from params.train wins over the campaign's total
+    assert make_strategy("panda", seed=0, train={"budget": 7}).meta_training_settings(400)[
+        "budget"] == 7
+    with pytest.raises(ValueError, match="budget \\(4000\\) must be in 1..pool_size"):
+        strat.meta_training_settings(4000)
+    name = policy_dir_name(got)
+    assert name.startswith("policy-") and len(name) == len("policy-") + 12
+    assert policy_dir_name(dict(reversed(list(got.items())))) == name  # key order irrelevant
+    assert policy_dir_name(strat.meta_training_settings(300)) != name
+
+
+def _tiny_pool(tmp_path, n: int = 60):
+    import pyarrow.parquet as pq
+
+    from rayfal.acquisition.view import LabelledSet
+    from rayfal.data import schema as S
+    from rayfal.data.pool import Pool
+
+    x, y, g = _data(n, seed=5)
+    ids = np.arange(n, dtype=np.int64) * 13 + 5
+    (tmp_path / "pool").mkdir()
+    pq.write_table(S.feature_table(ids, x, g, y), tmp_path / "pool" / "part-0.parquet")
+    lab = LabelledSet(ids[:10], x[:10], y[:10], g[:10])
+    return Pool(str(tmp_path / "pool" / "*.parquet")), lab, ids
+
+
+def test_strategy_uses_a_policy_trained_by_train_policy(tmp_path) -> None:
+    """The campaign's path: settings from the strategy, train_policy, the loaded policy in
+    PoolView.policy; the same policy given as params.policy selects the same rows."""
+    from rayfal.acquisition import make_strategy
+    from rayfal.acquisition.panda import policy_dir_name
+    from rayfal.acquisition.view import PoolView
+
+    pool, lab, ids = _tiny_pool(tmp_path)
+    train = {**SETTINGS.to_dict(), "steps": 2}
+    strat = make_strategy("panda", seed=3, subsample=30, train=train)
+    settings = strat.meta_training_settings(total_budget=12)
+    assert settings["budget"] == 4  # train's budget wins
+    out = train_policy(_data(), settings, tmp_path / "panda" / policy_dir_name(settings))
+    policy, meta = load_policy(out)
+    assert meta["step"] == 2
+
+    def view(policy=None, work_dir=None) -> PoolView:
+        return PoolView(pool=pool, labelled=lab, model=None, budget=6, seed=3, policy=policy,
+                        work_dir=work_dir, chunk_rows=7)
+
+    picked = strat.select_pool(view(policy), 6)
+    assert len(picked) == 6 == len(np.unique(picked))
+    assert np.isin(picked, ids).all() and not np.isin(picked, lab.row_id).any()
+    by_path = make_strategy("panda", seed=3, subsample=30, policy=str(out))
+    assert by_path.meta_training_settings(12) is None
+    np.testing.assert_array_equal(by_path.select_pool(view(), 6), picked)
+    # view.policy wins over params.policy; the ranking is stored once in work_dir
+    work = tmp_path / "work"
+    work.mkdir()
+    np.testing.assert_array_equal(by_path.select_pool(view(policy, work), 6), picked)
+    assert json.loads((work / "panda_ranking.json").read_text())["row_id"][:6] == picked.tolist()
+    with pytest.raises(ValueError, match="needs a meta-trained policy"):
+        strat.select_pool(view(), 6)

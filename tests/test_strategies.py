@@ -17,20 +17,37 @@ from rayfal.acquisition import (
     row_uniform,
     select_in_memory,
 )
+from rayfal.acquisition import base as rayfal_base
 from rayfal.acquisition.balanced_oracle import balanced_allocation
+from rayfal.acquisition.base import REQUIREMENTS, StrategyParams, StrategyParamsError
 
-# per-row strategies; pool-level ones (coreset, badge, fairal, panda, in_memory) select from the
-# whole pool through select_pool(view, budget): their conformance tests are in
-# tests/test_pool_level.py (same properties: budget unique unlabelled rows, seed-deterministic,
+# per-row and two-pass strategies; whole-pool ones (coreset, badge, fairal, panda, in_memory)
+# select through select_pool(view, budget): their conformance tests are in
+# tests/test_whole_pool.py (same properties: budget unique unlabelled rows, seed-deterministic,
 # budget above the pool) plus a refusal of per-row scoring
-ALL = [n for n in STRATEGIES.names() if not getattr(STRATEGIES.get(n), "pool_level", False)]
-POOL_LEVEL = [n for n in STRATEGIES.names() if n not in ALL]
+ALL = [n for n in STRATEGIES.names() if STRATEGIES.get(n).kind != "whole_pool"]
+WHOLE_POOL = [n for n in STRATEGIES.names() if n not in ALL]
 
 
-def test_pool_level_strategies_are_covered_elsewhere() -> None:
-    assert set(POOL_LEVEL) >= {"coreset", "badge", "fairal", "panda"}
-    for name in POOL_LEVEL:
-        assert hasattr(STRATEGIES.get(name), "select_pool")
+def test_whole_pool_strategies_are_covered_elsewhere() -> None:
+    assert set(WHOLE_POOL) == {"coreset", "badge", "fairal", "panda", "in_memory"}
+    for name in WHOLE_POOL:
+        assert STRATEGIES.get(name).select_pool is not rayfal_base.Strategy.select_pool
+
+
+@pytest.mark.parametrize("name", STRATEGIES.names())
+def test_every_strategy_declares_its_protocol(name: str) -> None:
+    """One protocol: kind, requires, Params and a one-line summary, declared by the class."""
+    cls = STRATEGIES.get(name)
+    assert cls.kind in ("per_row", "two_pass", "whole_pool")
+    assert set(cls.requires) <= REQUIREMENTS
+    assert cls.summary and "\n" not in cls.summary
+    assert issubclass(cls.Params, StrategyParams)
+    assert cls.needs_probs == ("probs" in cls.requires)
+    with pytest.raises(StrategyParamsError, match=f"^strategy '{name}': .*"
+                       "(unknown parameter 'no_such_key'|no_such_key=1: unknown parameter)"):
+        make_strategy(name, seed=0, no_such_key=1, **({"base": "random"} if name == "in_memory"
+                                                        else {}))
 
 
 def _make_pool(seed: int, n: int = 60, groups: int = 3, classes: int = 3, samples: int = 5,
@@ -53,7 +70,7 @@ def _make_pool(seed: int, n: int = 60, groups: int = 3, classes: int = 3, sample
 def _select(name: str, ids, group, budget, probs=None, labelled=None, *, seed: int = 0,
             round: int = 0, batch_size: int = 1024) -> np.ndarray:
     strategy = make_strategy(name, seed=seed, round=round)
-    if getattr(strategy, "needs_robust_pair", False) and probs is not None:
+    if strategy.kind == "two_pass" and probs is not None:
         probs = probs[:, :, :3]  # JIN's contract: [N, C, 3] = (p_S, p_R, p_R on attacked x)
     return select_in_memory(strategy, ids, group, budget, probs=probs, labelled=labelled,
                             batch_size=batch_size)
@@ -164,7 +181,7 @@ def test_probs_strategies_require_probs(name: str) -> None:
 def test_make_strategy_rejects_unknown_names_and_params() -> None:
     with pytest.raises(KeyError, match="known: .*bald"):
         make_strategy("no_such_strategy", seed=0)
-    with pytest.raises(TypeError, match="temperature"):
+    with pytest.raises(StrategyParamsError, match="unknown parameter .temperature. .allowed: none."):
         make_strategy("random", seed=0, temperature=2.0)
 
 

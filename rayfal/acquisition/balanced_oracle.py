@@ -28,7 +28,10 @@ def balanced_allocation(available: dict[int, int], budget: int) -> dict[int, int
 
 @STRATEGIES.register("balanced_oracle")
 class BalancedOracleStrategy(Strategy):
+    """Uniform keys, the same number of rows from each group (it sees the hidden groups)."""
+
     name = "balanced_oracle"
+    summary = "uniform sampling balanced over groups (Branchaud-Charron et al.'s oracle)"
 
     def score(self, batch: ScoreBatch) -> np.ndarray:
         return row_uniform(batch.row_id, self.seed, self.round, 0xBA1A)

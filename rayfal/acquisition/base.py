@@ -1,7 +1,30 @@
-"""The strategy protocol and the streaming, order-independent selection machinery.
+"""The one strategy protocol and the streaming, order-independent selection machinery.
 
-A strategy turns a batch of unlabelled rows into one score per row (larger = query first) and
-then picks ``budget`` row_ids from a small candidate table. Scoring runs batch by batch (in Ray
+Every strategy declares what it is and what it needs, as class attributes (never discovered by
+``getattr`` at run time):
+
+* ``kind`` — how the campaign layer runs it:
+
+  - ``"per_row"``: :meth:`Strategy.score` gives one score per row of a batch; the pool is
+    streamed (Ray Data for big pools), a bounded :class:`CandidateReducer` keeps the best rows
+    per group, and :meth:`Strategy.select` picks ``budget`` of them;
+  - ``"two_pass"``: as per-row, but the scores need statistics over every scored row first
+    (JIN's global z-normalisation, Eq. 4): pass 1 gathers them, pass 2 scores;
+  - ``"whole_pool"``: :meth:`Strategy.select_pool` sees the whole (sub)pool at once through a
+    :class:`~rayfal.acquisition.view.PoolView` (coreset, BADGE, FairAL, PANDA).
+
+* ``requires`` — what the campaign layer must compute and pass in (:data:`REQUIREMENTS`):
+  ``probs`` (MC-dropout probabilities in :class:`ScoreBatch`), ``worst_group`` (the round's
+  ``z*``, keyword argument), ``model`` (the round's trained model, in the view),
+  ``standard_model`` (a standard-trained ``M_S`` beside the campaign's model: JIN), ``meta``
+  (pre-existing labelled data), ``fairness`` (a labelled fairness set), ``oracle`` (asking for
+  labels during selection), ``policy`` (a meta-trained PANDA policy).
+* ``Params`` — a pydantic model of the strategy's job-file parameters (``extra="forbid"``), so
+  a job file is checked before any data or Ray exists; the instance holds them as
+  ``self.params``.
+
+A per-row strategy turns a batch of unlabelled rows into one score per row (larger = query
+first) and then picks ``budget`` row_ids from a small candidate table. Scoring runs batch by batch (in Ray
 Data actors for big pools); the driver keeps, per group, only the best ``budget`` rows seen so
 far (:class:`CandidateReducer`), so memory is O(groups x budget) whatever the pool size. Rows are
 ranked by the total order (score desc, tie-break key desc, row_id asc) where the tie-break key
@@ -12,37 +35,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
+from rayfal.hashing import row_uniform
 from rayfal.registry import Registry
 
 STRATEGIES: Registry = Registry("strategy")
 
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+StrategyKind = Literal["per_row", "two_pass", "whole_pool"]
+
+#: what a strategy may declare in ``requires`` (the campaign layer supplies each)
+REQUIREMENTS = frozenset({"probs", "worst_group", "model", "standard_model", "meta", "fairness",
+                          "oracle", "policy"})
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        z = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
-        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
-        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
-        return z ^ (z >> np.uint64(31))
+class StrategyParams(BaseModel):
+    """Base of every strategy's ``Params``: unknown keys are errors; no parameters by default."""
 
-
-def row_uniform(row_ids: np.ndarray, *salt: int) -> np.ndarray:
-    """A uniform [0, 1) number per row, a pure function of ``(salt..., row_id)``.
-
-    Used for uniform sampling and tie-breaking: the same row gets the same number in every
-    shard, batch and process, so random selection is reproducible and order-independent.
-    """
-    h = np.asarray(row_ids).astype(np.int64).view(np.uint64)
-    for s in salt:
-        h = _splitmix64(h ^ _splitmix64(np.full_like(h, np.uint64(s & 0xFFFFFFFFFFFFFFFF))))
-    h = _splitmix64(h)
-    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 @dataclass
 class ScoreBatch:
@@ -73,17 +86,32 @@ class Candidates:
 
 
 class Strategy:
-    """Base class: subclasses set ``name``/``needs_probs`` and implement :meth:`score`.
+    """Base class (module docstring): subclasses set ``name``, ``summary``, ``kind``,
+    ``requires`` and ``Params`` and implement :meth:`score` (per-row, two-pass) or
+    :meth:`select_pool` (whole-pool).
 
-    The default :meth:`select` takes the global top-``budget`` rows.
+    The default :meth:`select` takes the global top-``budget`` rows. ``needs_probs`` is derived
+    from ``requires`` (the scorers read it).
     """
 
     name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    kind: ClassVar[StrategyKind] = "per_row"
+    requires: ClassVar[frozenset[str]] = frozenset()
+    Params: ClassVar[type[StrategyParams]] = StrategyParams
     needs_probs: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        unknown = set(cls.requires) - REQUIREMENTS
+        if unknown:
+            raise TypeError(f"{cls.__name__}.requires has unknown entries {sorted(unknown)}")
+        if cls.kind not in ("per_row", "two_pass", "whole_pool"):
+            raise TypeError(f"{cls.__name__}.kind must be per_row|two_pass|whole_pool")
+        cls.needs_probs = "probs" in cls.requires
+
     def __init__(self, *, seed: int, round: int = 0, **params: Any) -> None:
-        if params:
-            raise TypeError(f"strategy '{self.name}' takes no parameters {sorted(params)}")
+        self.params = validate_params(type(self), params)
         self.seed = int(seed)
         self.round = int(round)
 
@@ -91,10 +119,44 @@ class Strategy:
         return row_uniform(row_ids, self.seed, self.round, 0x7431)
 
     def score(self, batch: ScoreBatch) -> np.ndarray:
-        raise NotImplementedError
+        """Per-row and two-pass strategies: one score per row of ``batch``."""
+        raise TypeError(f"strategy '{self.name}' is {self.kind}: it has no per-row score")
 
     def select(self, cand: Candidates, budget: int) -> np.ndarray:
+        """Per-row and two-pass strategies: ``budget`` row_ids from the candidate table."""
         return cand.row_id[cand.order()[:budget]]
+
+    def select_pool(self, view: Any, budget: int) -> np.ndarray:
+        """Whole-pool strategies: ``budget`` unlabelled row_ids from a
+        :class:`~rayfal.acquisition.view.PoolView`."""
+        raise TypeError(f"strategy '{self.name}' is {self.kind}: it has no select_pool")
+
+
+class StrategyParamsError(ValueError):
+    """A strategy's parameters are invalid; the message names the strategy and the keys."""
+
+
+def validate_params(cls: type[Strategy], params: Mapping[str, Any]) -> StrategyParams:
+    """``cls.Params`` validated from ``params``; errors become one :class:`StrategyParamsError`
+    line per problem naming ``params.<key>``, the bad value and what is allowed."""
+    from pydantic import ValidationError
+
+    try:
+        return cls.Params.model_validate(dict(params))
+    except ValidationError as exc:
+        raise StrategyParamsError(
+            f"strategy '{cls.name}': " + "; ".join(_pydantic_line(e, cls) for e in exc.errors())
+        ) from None
+
+
+def _pydantic_line(err: Mapping[str, Any], cls: type[Strategy]) -> str:
+    key = ".".join(str(p) for p in err.get("loc", ())) or "params"
+    if err.get("type") == "extra_forbidden":
+        allowed = ", ".join(sorted(cls.Params.model_fields)) or "none"
+        return f"unknown parameter '{key}' (allowed: {allowed})"
+    if err.get("type") == "missing":
+        return f"params.{key}: required parameter missing"
+    return f"params.{key}={err.get('input')!r}: {err.get('msg')}"
 
 
 class CandidateReducer:
@@ -156,6 +218,11 @@ def make_strategy(name: str, *, seed: int, round: int = 0, **params: Any) -> Str
     return STRATEGIES.get(name)(seed=seed, round=round, **params)
 
 
+def strategy_class(name: str) -> type[Strategy]:
+    """The registered strategy class ``name`` (``KeyError`` listing the known names)."""
+    return STRATEGIES.get(name)
+
+
 def select_in_memory(
     strategy: Strategy,
     row_id: np.ndarray,
@@ -175,10 +242,11 @@ def select_in_memory(
     group = np.asarray(group, dtype=np.int64)
     keep = np.ones(len(row_id), bool) if labelled is None else ~np.isin(row_id, labelled)
     idx = np.flatnonzero(keep)
-    prepare = getattr(strategy, "prepare_global", None)
-    if prepare is not None:  # two-pass strategies: pass 1 = global statistics (JIN's Eq. 4)
-        strategy = prepare(ScoreBatch(row_id[idx], group[idx],
-                                      None if probs is None else probs[idx]))
+    if strategy.kind == "whole_pool":
+        raise TypeError(f"strategy '{strategy.name}' is whole_pool: use select_pool(view, budget)")
+    if strategy.kind == "two_pass":  # pass 1 = global statistics (JIN's Eq. 4)
+        strategy = strategy.prepare_global(ScoreBatch(row_id[idx], group[idx],
+                                                      None if probs is None else probs[idx]))
     reducer = CandidateReducer(strategy, budget)
     for start in range(0, len(idx), batch_size):
         sl = idx[start : start + batch_size]

@@ -1,4 +1,4 @@
-"""Pool-level diversity selection: coreset k-center greedy and BADGE (pure numpy).
+"""Whole-pool diversity selection: coreset k-center greedy and BADGE (pure numpy).
 
 * :func:`kcenter_greedy` — the coreset strategy of Sener & Savarese (ICLR 2018, Algorithm 1,
   "k-Center-Greedy"): repeatedly add the point farthest (Euclidean, in the embedding space)

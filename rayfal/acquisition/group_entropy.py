@@ -16,7 +16,8 @@ class GroupEntropyStrategy(WorstGroupStrategy):
     :mod:`~.worst_group`."""
 
     name = "group_entropy"
-    needs_probs = True
+    summary = "G-ENT: predictive entropy inside the worst group z* (FRAL)"
+    requires = frozenset({"probs", "worst_group"})
 
     def score(self, batch: ScoreBatch) -> np.ndarray:
         if batch.probs is None:

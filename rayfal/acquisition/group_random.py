@@ -14,6 +14,7 @@ class GroupRandomStrategy(WorstGroupStrategy):
     group ``z*`` (parameter ``worst_group``) are queried — see :mod:`~.worst_group`."""
 
     name = "group_random"
+    summary = "G-RAND: uniform sampling inside the worst group z* (FRAL)"
 
     def score(self, batch: ScoreBatch) -> np.ndarray:
         return row_uniform(batch.row_id, self.seed, self.round, 0x62A4D)

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
+from pydantic import Field
 
-from rayfal.acquisition.base import STRATEGIES, ScoreBatch
+from rayfal.acquisition.base import STRATEGIES, ScoreBatch, StrategyParams
 from rayfal.acquisition.scores import mean_probs
 from rayfal.acquisition.worst_group import WorstGroupStrategy
 
@@ -180,6 +181,17 @@ def jin_terms(stacked: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     return inconsistency_std(p_s, p_r), inconsistency_rob(p_r, p_adv)
 
 
+class JinParams(StrategyParams):
+    """JIN's attack for the robust inconsistency (Eq. 3): L-inf PGD of radius ``eps``, step
+    ``alpha``, ``steps`` steps; ``attack_loss`` ``kl`` (label-free, KL(p_R(x) ‖ p_R(x'))) or
+    ``ce`` (against M_R's predicted label)."""
+
+    eps: float = Field(8 / 255, ge=0)
+    alpha: float = Field(2 / 255, gt=0)
+    steps: int = Field(5, ge=0)
+    attack_loss: Literal["kl", "ce"] = "kl"
+
+
 @STRATEGIES.register("jin")
 class JinStrategy(WorstGroupStrategy):
     """FRAL's JIN (Algorithm 1): ``I = N(I_std) + N(I_rob)`` (Eq. 4) on the unlabelled rows of the
@@ -187,7 +199,7 @@ class JinStrategy(WorstGroupStrategy):
 
     Two passes, as Eq. 4 needs statistics over *all* scored rows: pass 1 computes the raw terms
     and their :class:`RunningMoments` (:meth:`prepare_global` in memory,
-    :mod:`rayfal.scoring.jin_scoring` on Ray Data, merged over shards); pass 2 scores with those
+    :mod:`rayfal.scoring.two_pass` on Ray Data, merged over shards); pass 2 scores with those
     global moments (parameters ``moments_std``/``moments_rob``, ``{count, mean, m2}`` dicts).
     Scoring without them raises: a per-batch normalisation would be wrong.
 
@@ -200,22 +212,21 @@ class JinStrategy(WorstGroupStrategy):
     """
 
     name = "jin"
-    needs_probs = True
-    #: the driver trains a standard model M_S beside the robust M_R and scores with
-    #: :mod:`rayfal.scoring.jin_scoring`, not the generic pool scorer
-    needs_robust_pair: ClassVar[bool] = True
+    summary = "FRAL's JIN: z-normalised standard + robust inconsistency in z* (Eq. 2-4)"
+    #: two passes (global z-normalisation); the campaign layer trains a standard model M_S
+    #: beside the robust M_R and scores with :mod:`rayfal.scoring.two_pass`
+    kind = "two_pass"
+    requires = frozenset({"probs", "worst_group", "standard_model"})
+    Params = JinParams
     terms: ClassVar[tuple[str, ...]] = ("std", "rob")
 
     def __init__(self, *, seed: int, round: int = 0, worst_group: int | None = None,
                  moments_std: dict | None = None, moments_rob: dict | None = None,
-                 eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 5,
-                 attack_loss: str = "kl", **params: Any) -> None:
+                 **params: Any) -> None:
         super().__init__(seed=seed, round=round, worst_group=worst_group, **params)
-        if attack_loss not in ("kl", "ce"):
-            raise ValueError(f"strategy '{self.name}': attack_loss must be 'kl' or 'ce', "
-                             f"got {attack_loss!r}")
-        self.attack = {"eps": float(eps), "alpha": float(alpha), "steps": int(steps),
-                       "loss": attack_loss}
+        p = self.params
+        self.attack = {"eps": float(p.eps), "alpha": float(p.alpha), "steps": int(p.steps),
+                       "loss": p.attack_loss}
         self.moments = {
             "std": None if moments_std is None else RunningMoments.from_dict(moments_std),
             "rob": None if moments_rob is None else RunningMoments.from_dict(moments_rob),
@@ -233,7 +244,7 @@ class JinStrategy(WorstGroupStrategy):
         missing = [t for t in self.terms if self.moments[t] is None or self.moments[t].count == 0]
         if missing:
             raise ValueError(f"strategy '{self.name}' needs the global moments of I_{missing[0]} "
-                             "over all scored rows (pass 1: prepare_global / jin_scoring)")
+                             "over all scored rows (pass 1: prepare_global / rayfal.scoring.two_pass)")
         raw = {"std": np.asarray(i_std, np.float64), "rob": np.asarray(i_rob, np.float64)}
         if "std" in self.terms and "rob" in self.terms:
             return jin_scores(raw["std"], raw["rob"], self.moments["std"], self.moments["rob"])
@@ -275,6 +286,7 @@ class JinStdStrategy(JinStrategy):
     """JIN's ablation "S" (Table 3): only the standard inconsistency, ``N(I_std)``."""
 
     name = "jin_std"
+    summary = "JIN ablation S (Table 3): the standard inconsistency only"
     terms = ("std",)
 
 
@@ -283,4 +295,5 @@ class JinRobStrategy(JinStrategy):
     """JIN's ablation "R" (Table 3): only the robust inconsistency, ``N(I_rob)``."""
 
     name = "jin_rob"
+    summary = "JIN ablation R (Table 3): the robust inconsistency only"
     terms = ("rob",)

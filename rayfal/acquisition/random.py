@@ -12,6 +12,7 @@ class RandomStrategy(Strategy):
     """Each unlabelled row gets an i.i.d. uniform key; the top-``budget`` keys are queried."""
 
     name = "random"
+    summary = "uniform i.i.d. sampling (the papers' Uniform baseline)"
 
     def score(self, batch: ScoreBatch) -> np.ndarray:
         return row_uniform(batch.row_id, self.seed, self.round, 0x5EED)

@@ -9,7 +9,7 @@ from rayfal.acquisition.base import STRATEGIES, ScoreBatch, Strategy
 
 
 class _ProbsStrategy(Strategy):
-    needs_probs = True
+    requires = frozenset({"probs"})
 
     def _probs(self, batch: ScoreBatch) -> np.ndarray:
         if batch.probs is None:
@@ -22,6 +22,7 @@ class EntropyStrategy(_ProbsStrategy):
     """Predictive entropy of the MC-averaged probabilities."""
 
     name = "entropy"
+    summary = "predictive entropy of the MC-dropout mean"
 
     def score(self, batch: ScoreBatch) -> np.ndarray:
         return scores.entropy(self._probs(batch))
@@ -32,6 +33,7 @@ class MarginStrategy(_ProbsStrategy):
     """Smallest gap between the two most probable classes (negated: larger = closer)."""
 
     name = "margin"
+    summary = "smallest top-2 probability margin"
 
     def score(self, batch: ScoreBatch) -> np.ndarray:
         return scores.margin(self._probs(batch))
@@ -43,6 +45,7 @@ class BaldStrategy(_ProbsStrategy):
     between the label and the weights, estimated with T MC-dropout samples."""
 
     name = "bald"
+    summary = "BALD mutual information over MC-dropout samples (Eq. 1)"
 
     def score(self, batch: ScoreBatch) -> np.ndarray:
         return scores.bald(self._probs(batch))

@@ -46,11 +46,12 @@ def worst_group_from_metrics(metrics: Mapping[str, Any], prefix: str = "acc_grou
 class WorstGroupStrategy(Strategy):
     """Base class: a score restricted to the worst group ``z*`` at selection time.
 
-    The driver passes ``worst_group`` each round (``needs_worst_group``): the group with the
-    lowest accuracy in that round's evaluation (:func:`worst_group_from_metrics`).
+    The campaign layer passes ``worst_group`` each round (``requires`` has ``worst_group``):
+    the group with the lowest accuracy in that round's evaluation
+    (:func:`worst_group_from_metrics`).
     """
 
-    needs_worst_group = True
+    requires = frozenset({"worst_group"})
 
     def __init__(self, *, seed: int, round: int = 0, worst_group: int | None = None,
                  **params: Any) -> None:

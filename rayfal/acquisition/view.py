@@ -1,17 +1,15 @@
-"""Pool-level strategies: selections that need the whole (sub)pool at once.
+"""What a whole-pool strategy sees: :class:`PoolView`, plus :class:`WholePoolStrategy`.
 
 Per-row strategies (random, entropy, BALD, ...) score each unlabelled row independently, so the
-driver streams them through Ray Data and keeps a bounded candidate table. Coreset (k-center on
+campaign streams them through Ray Data and keeps a bounded candidate table. Coreset (k-center on
 embeddings), BADGE (k-means++ on gradient embeddings), FairAL (refits against a fairness set)
 and PANDA (a Transformer over the pool, one forward pass) instead look at all candidates
-together. They implement :class:`PoolStrategy`::
+together. They are strategies of ``kind = "whole_pool"`` (:mod:`rayfal.acquisition.base`)::
 
     select_pool(view: PoolView, budget: int) -> row_ids (int64, unique, unlabelled)
 
-and are registered in the same ``STRATEGIES`` registry with ``pool_level = True``; the driver
-calls :func:`select_round` for them instead of ``score_pool`` + ``select``.
-
-:class:`PoolView` is the strategy's whole world (no Ray inside):
+:class:`PoolView` is the strategy's whole world, built by the campaign layer from values (no
+Ray, no campaign objects inside):
 
 * ``unlabelled``: row_ids/groups of the unlabelled pool rows (O(N) ints); features, embeddings
   and class probabilities are produced in bounded chunks (``chunk_rows``) by
@@ -19,23 +17,21 @@ calls :func:`select_round` for them instead of ``score_pool`` + ``select``.
   round's trained model (``model.embed`` = the trunk of a :class:`TwoStageModel`; for the
   linear model the features themselves);
 * ``labelled``: the labelled rows' row_ids, features, labels, groups;
-* ``fairness``: a labelled fairness/validation set (FairAL): a seeded sample of the data
-  source's ``meta`` split when it has one (Adult: PANDA's D), else the labelled set;
-* ``meta``: the pre-existing labelled data D (PANDA meta-training), or ``None``;
-* ``oracle(row_ids) -> labels`` (FairAL's sequential mode), ``budget``, ``seed``, ``round``,
-  ``n_rounds``, ``work_dir`` (the campaign directory) and ``shared_dir`` (the run directory,
-  for state shared by campaigns such as a meta-trained policy).
+* ``fairness``: a labelled fairness/validation set (``requires`` has ``fairness``);
+* ``meta``: the pre-existing labelled data D (``meta``), or ``None``;
+* ``policy``: a meta-trained policy (``policy``: PANDA), trained by the campaign layer;
+* ``oracle(row_ids) -> labels`` (``oracle``: FairAL's sequential mode), ``budget``, ``seed``,
+  ``round``, ``n_rounds`` and ``work_dir`` (a directory the strategy may keep state in, owned
+  by the campaign: e.g. PANDA's one-shot ranking).
 
-Subsampling: every strategy takes ``subsample`` (rows of the unlabelled pool considered; a
-seeded uniform sample by :func:`~rayfal.acquisition.base.row_uniform`, identical in every
-round of a campaign, so it is reproducible and independent of file order).
+Subsampling: strategies take ``subsample`` (rows of the unlabelled pool considered; a seeded
+uniform sample by :func:`~rayfal.acquisition.base.row_uniform`, identical in every round of a
+campaign, so it is reproducible and independent of file order).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,20 +42,23 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import torch
 
-from rayfal.acquisition.base import STRATEGIES, ScoreBatch, Strategy, row_uniform
+from rayfal.acquisition.base import STRATEGIES, Strategy, row_uniform
 from rayfal.data import schema as S
 
 log = logging.getLogger("rayfal")
 
-__all__ = [
-    "LabelledSet", "PoolSelection", "PoolStrategy", "PoolView", "is_pool_level", "select_round",
-    "subsample_ids",
-]
+__all__ = ["LabelledSet", "PoolView", "WholePoolStrategy", "check_selection", "is_whole_pool",
+           "subsample_ids"]
 
 
-def is_pool_level(name: str) -> bool:
-    """Whether the registered strategy ``name`` needs the whole pool (:class:`PoolStrategy`)."""
-    return bool(getattr(STRATEGIES.get(name), "pool_level", False))
+def is_whole_pool(name: str) -> bool:
+    """Whether the registered strategy ``name`` is of kind ``whole_pool``."""
+    return STRATEGIES.get(name).kind == "whole_pool"
+
+
+def subsample_size(subsample: int | None, budget: int) -> int | None:
+    """Candidates considered: ``subsample`` rows but at least ``budget`` (``None`` = all)."""
+    return None if subsample is None else max(subsample, budget)
 
 
 def subsample_ids(row_ids: np.ndarray, size: int | None, seed: int, salt: int = 0x5AB5) -> np.ndarray:
@@ -94,8 +93,8 @@ class PoolView:
     fairness: LabelledSet | None = None
     meta: LabelledSet | None = None
     oracle: Callable[[np.ndarray], np.ndarray] | None = None
+    policy: Any = None
     work_dir: Path | None = None
-    shared_dir: Path | None = None
     chunk_rows: int = 8192
     mc_samples: int = 1
     info: dict = field(default_factory=dict)
@@ -179,99 +178,39 @@ class PoolView:
         return np.concatenate(out) if out else np.zeros((0, 0))
 
 
-class PoolStrategy(Strategy):
-    """Base class of pool-level strategies (registered in ``STRATEGIES``, ``pool_level``)."""
+class WholePoolStrategy(Strategy):
+    """Base class of whole-pool strategies: ``kind = "whole_pool"``, the round's model by
+    default (``requires``); subclasses implement :meth:`select_pool`."""
 
-    pool_level: ClassVar[bool] = True
-    needs_model: ClassVar[bool] = True
-
-    def score(self, batch: ScoreBatch) -> np.ndarray:
-        raise TypeError(f"strategy '{self.name}' is pool-level: use select_pool(view, budget)")
+    kind = "whole_pool"
+    requires: ClassVar[frozenset[str]] = frozenset({"model"})
 
     def select_pool(self, view: PoolView, budget: int) -> np.ndarray:
-        """The ``budget`` row_ids to query; every registered pool-level strategy overrides it."""
+        """The ``budget`` row_ids to query; every registered whole-pool strategy overrides it."""
         raise NotImplementedError(f"{type(self).__name__} must implement select_pool")
+
+    def fairness_rows(self) -> int | None:
+        """Rows of the fairness set the campaign samples for ``view.fairness`` (None = all)."""
+        return None
+
+    def meta_rows(self) -> int | None:
+        """Rows of the meta split the campaign samples for ``view.meta`` (None = all)."""
+        return None
 
     def candidates(self, view: PoolView, size: int | None) -> np.ndarray:
         """The (sub)sampled unlabelled row_ids this strategy considers this round."""
         return subsample_ids(view.unlabelled_ids, size, self.seed, 0x5AB5 + self.round)
 
 
-def _finish(strategy: PoolStrategy, view: PoolView, picked: np.ndarray, budget: int) -> np.ndarray:
+def check_selection(strategy: Strategy, view: PoolView, picked: np.ndarray, budget: int
+                    ) -> np.ndarray:
+    """``picked`` as int64 after checking it holds at most ``budget`` unique unlabelled rows."""
     picked = np.asarray(picked, dtype=np.int64)
     if len(np.unique(picked)) != len(picked) or np.isin(picked, view.labelled.row_id).any():
-        raise RuntimeError(f"pool-level strategy '{strategy.name}' selected repeated/labelled rows")
+        raise RuntimeError(f"whole-pool strategy '{strategy.name}' selected repeated/labelled rows")
     want = min(budget, len(view.unlabelled_ids))
     if len(picked) > want:
         raise RuntimeError(f"strategy '{strategy.name}' returned {len(picked)} > {want} rows")
     return picked
 
 
-# ----------------------------------------------------------------------------- the driver hook
-
-
-def _sample_split(split: Any, size: int | None, seed: int, salt: int) -> LabelledSet:
-    ids = subsample_ids(split.row_ids(), size, seed, salt)
-    rows = split.take(ids, [split.feature_column, S.LABEL, S.GROUP])
-    return LabelledSet(ids, S.to_model_input(rows[split.feature_column], split.input_shape),
-                       rows[S.LABEL].astype(np.int64), rows[S.GROUP].astype(np.int64))
-
-
-@dataclass
-class PoolSelection:
-    """What the driver gets back: ``candidates`` holds exactly the selected rows, ranked (so the
-    strategy's ordinary ``select`` returns them in order), plus timing."""
-
-    candidates: Any  # rayfal.acquisition.base.Candidates
-    seconds: float
-    nodes: int = 1
-
-
-def select_round(campaign: Any, strategy: PoolStrategy, r: int, labelled_ids: np.ndarray,
-                 data: dict[str, np.ndarray], round_dir: Path) -> PoolSelection:
-    """Driver hook (``Campaign.round``): build the :class:`PoolView` for the round's model and
-    labelled set, run ``strategy.select_pool`` and wrap the result as candidates."""
-    from rayfal.acquisition.base import Candidates
-    from rayfal.driver import schedule
-    from rayfal.models.checkpoint import load_checkpoint
-
-    ctx, cfg = campaign.ctx, campaign.ctx.cfg
-    t0 = time.perf_counter()
-    model, _ = load_checkpoint(round_dir)
-    labelled = LabelledSet(np.asarray(labelled_ids, np.int64),
-                           S.to_model_input(data["x"], ctx.pool.input_shape),
-                           np.asarray(data["y"], np.int64), np.asarray(data["group"], np.int64))
-    meta = fairness = None
-    meta_split = _open_meta(cfg, ctx.run_dir)
-    if meta_split is not None:
-        if getattr(strategy, "needs_meta", False):
-            meta = _sample_split(meta_split, getattr(strategy, "meta_size", None), 0, 0x3E7A)
-        if getattr(strategy, "needs_fairness", False):
-            fairness = _sample_split(meta_split, getattr(strategy, "fair_size", None),
-                                     campaign.seed, 0xFA1)
-    view = PoolView(
-        pool=ctx.pool, labelled=labelled, model=model, budget=cfg.al.query_size,
-        seed=campaign.seed, round=r, n_rounds=max(1, schedule(cfg, ctx.pool.num_rows)),
-        fairness=fairness, meta=meta, oracle=campaign._oracle, work_dir=campaign.dir,
-        shared_dir=ctx.run_dir, mc_samples=cfg.scoring.mc_samples,
-    )
-    selected = _finish(strategy, view, strategy.select_pool(view, cfg.al.query_size),
-                       cfg.al.query_size)
-    if view.info:
-        (round_dir / "selection_info.json").write_text(json.dumps(view.info, default=float))
-    groups = campaign._groups(selected) if len(selected) else np.zeros(0, np.int64)
-    n = len(selected)
-    cand = Candidates(selected, np.asarray(groups, np.int64),
-                      np.arange(n, 0, -1, dtype=np.float64), np.zeros(n),
-                      dict(sorted(ctx.pool.group_counts(exclude=labelled_ids).items())))
-    # PANDA's meta-training (before round 0) is not selection time: reported separately
-    seconds = time.perf_counter() - t0 - float(view.info.get("meta_train_seconds", 0.0))
-    return PoolSelection(cand, seconds)
-
-
-def _open_meta(cfg: Any, run_dir: Path) -> Any:
-    if cfg.dataset.name != "adult":
-        return None
-    from rayfal.data.sources.adult import open_split
-
-    return open_split(cfg.dataset, run_dir, "meta")

@@ -1,41 +1,26 @@
-"""PANDA: parity-constrained meta active learning (Sharaf, Daumé III & Ni, FAccT 2022).
+"""PANDA's selection policy ``pi`` (Sharaf, Daumé III & Ni, FAccT 2022, §3.3) and its sampling.
 
-The pieces of the method that do not depend on the meta-training loop (which lives in
-:mod:`rayfal.acquisition.panda_meta`):
-
-* :class:`PandaPolicy`, the selection policy ``pi`` of §3.3: a Transformer encoder over the
-  pool items as an *unordered* set (no positional encoding, footnote 1), then a linear layer
-  to one logit per item (the "final linear softmax layer" giving ``Q``). Its Gumbel
-  temperature is a parameter (``log_temperature``) learned during meta-training (§4.2: "the
-  initial value for the Gumbel-Softmax temperature ... is then learned adaptively").
+* :class:`PandaPolicy`: a Transformer encoder over the pool items as an *unordered* set (no
+  positional encoding, footnote 1), then a linear layer to one logit per item (the "final
+  linear softmax layer" giving ``Q``). Its Gumbel temperature is a parameter
+  (``log_temperature``) learned during meta-training (§4.2: "the initial value for the
+  Gumbel-Softmax temperature ... is then learned adaptively").
 * :func:`gumbel_top_b`, hard Gumbel-top-B (Kool et al. 2019; Vieira 2014), §3.3: perturb the
   logits with i.i.d. Gumbel(0) noise and take the B largest, a sample of B distinct items
   without replacement from ``Q = softmax(logits)``. Because the policy is agnostic to the
   current classifier (§3.3), the B picks of ACTIVELEARNSIM (Algorithm 1, lines 10-11) are made
   in a single step.
-* :func:`relaxed_top_b`, the differentiable relaxation used during meta-training. The paper
-  does not spell it out beyond "Gumbel-Softmax reparameterization" + Gumbel-top-B; we use the
-  successive-softmax relaxation of the top-B (Plötz & Roth 2018; Xie & Ermon 2019): with
-  perturbed logits ``s = logits + G``, for ``j = 1..B``: ``a_j = softmax(s / tau)``,
-  ``s <- s + log(1 - a_j)``; the soft B-hot weights are ``w = sum_j a_j`` (``w >= 0``,
-  ``sum w = B``), which tend to the hard Gumbel-top-B indicator as ``tau -> 0``. (At high
-  temperature an item's weight can exceed 1, the masks ``log(1 - a_j) / tau`` being weak; the
-  learner normalises by ``sum w = B`` either way.)
-* :func:`simulate` = ACTIVELEARNSIM (Algorithm 1, lines 8-15) unrolled: a linear (softmax)
-  classifier trained by gradient steps of size ``lr`` on the softly selected items,
-  differentiable end to end w.r.t. the policy. :class:`InnerConfig` ``mode="sequential"`` is
-  lines 10-12 literally (pick ``b``, then "(a/several) gradient step(s)" on that pick, for
-  ``b = 1..B``; the soft pick ``a_b`` of :func:`relaxed_top_b_picks` relaxes the one-hot
-  ``j``); ``mode="batch"`` (default, cheaper: ``steps`` instead of ``B * steps`` unrolled
-  steps) takes ``steps`` full-batch steps on all B picks at once, which §3.3 allows for the
-  classifier-agnostic policy ("unrolled in a single step").
-* Disparity surrogates (Table 1) on the *soft* prediction ``h(x) = P(y_hat = 1 | x)``
-  (positive class 1) instead of the hard ``1[...]``: :func:`soft_demographic_parity`,
-  :func:`soft_error_rate_balance`, :func:`soft_equalized_odds`. On 0/1 predictions they are
-  exactly :func:`rayfal.fairness.metrics.panda_demographic_parity`,
-  :func:`~rayfal.fairness.metrics.error_rate_balance` and
-  :func:`~rayfal.fairness.metrics.panda_equalized_odds`.
-* :func:`select`: test-time selection in one forward pass (hard top-B).
+* :func:`relaxed_top_b` / :func:`relaxed_top_b_picks`, the differentiable relaxation used
+  during meta-training (:mod:`rayfal.acquisition.panda.meta`). The paper does not spell it out
+  beyond "Gumbel-Softmax reparameterization" + Gumbel-top-B; we use the successive-softmax
+  relaxation of the top-B (Plötz & Roth 2018; Xie & Ermon 2019): with perturbed logits
+  ``s = logits + G``, for ``j = 1..B``: ``a_j = softmax(s / tau)``, ``s <- s + log(1 - a_j)``;
+  the soft B-hot weights are ``w = sum_j a_j`` (``w >= 0``, ``sum w = B``), which tend to the
+  hard Gumbel-top-B indicator as ``tau -> 0``. (At high temperature an item's weight can
+  exceed 1, the masks ``log(1 - a_j) / tau`` being weak; the learner normalises by
+  ``sum w = B`` either way.)
+* :func:`select`: test-time selection in one forward pass (hard top-B or a seeded
+  Gumbel-top-B sample).
 * :func:`save_policy` / :func:`load_policy`: safetensors + JSON (no pickle).
 
 Attention over the whole pool costs ``O(N^2)`` time per layer and head (memory ``O(N)`` with
@@ -47,35 +32,26 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 __all__ = [
-    "DISPARITIES",
-    "InnerConfig",
+    "PICK_GRAD_BOUND",
+    "POLICY_META",
+    "POLICY_WEIGHTS",
     "PandaPolicy",
-    "SimResult",
     "gumbel_noise",
     "gumbel_top_b",
-    "hard_picks",
-    "inner_fit",
     "load_policy",
     "relaxed_top_b",
     "relaxed_top_b_picks",
     "save_policy",
     "select",
-    "simulate",
-    "soft_demographic_parity",
-    "soft_equalized_odds",
-    "soft_error_rate_balance",
 ]
 
 POLICY_WEIGHTS = "policy.safetensors"
@@ -168,6 +144,8 @@ def save_policy(directory: str | Path, policy: PandaPolicy, extra: dict | None =
 
 def load_policy(directory: str | Path) -> tuple[PandaPolicy, dict]:
     """Rebuild a policy saved by :func:`save_policy`; returns ``(policy in eval mode, meta)``."""
+    from safetensors.torch import load_file
+
     directory = Path(directory)
     for name in (POLICY_WEIGHTS, POLICY_META):
         if not (directory / name).is_file():
@@ -246,176 +224,6 @@ def relaxed_top_b(logits: Tensor, b: int, temperature: Tensor | float, *,
     and ``tau``."""
     return relaxed_top_b_picks(logits, b, temperature, noise=noise, generator=generator,
                                eps=eps).sum(-2)
-
-
-# --------------------------------------------------------------------------- ACTIVELEARNSIM
-
-
-INNER_MODES = ("batch", "sequential")
-
-
-@dataclass(frozen=True)
-class InnerConfig:
-    """The learner ``A`` of ACTIVELEARNSIM: a linear softmax classifier with ``n_classes``
-    outputs, from ``W = 0, b = 0`` unless a warm start is given, trained by gradient steps of
-    size ``lr`` on the cross-entropy (+ ``l2/2 ||W||^2``) of the selected items.
-
-    ``mode="batch"``: ``steps`` full-batch steps on the selection-weighted mean over the B
-    (softly) selected items (the B picks of the classifier-agnostic policy made at once, §3.3).
-    ``mode="sequential"``: Algorithm 1, lines 10-12 literally: for each pick ``b = 1..B`` in
-    order, ``steps`` gradient step(s) on that pick's loss ``l(y_j, h(x_j))`` (relaxed: the
-    loss averaged under the soft pick ``a_b``), ``B * steps`` unrolled steps in all."""
-
-    n_classes: int = 2
-    steps: int = 5
-    lr: float = 1.0
-    l2: float = 0.0
-    mode: str = "batch"
-
-    def __post_init__(self) -> None:
-        if self.mode not in INNER_MODES:
-            raise ValueError(f"InnerConfig.mode must be one of {INNER_MODES}, got '{self.mode}'")
-
-
-def inner_fit(x: Tensor, y: Tensor, weights: Tensor, cfg: InnerConfig,
-              init: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-    """Train the linear classifier on ``(x, y)`` with per-item ``weights``, unrolled
-    (Algorithm 1, line 12): ``W <- W - lr (X^T (w * (P - Y)) / sum(w) + l2 W)``.
-
-    ``weights`` ``[N]`` (batch mode: the soft or hard B-hot selection) or ``[B, N]`` (the
-    picks in order, one row per pick: sequential mode takes ``cfg.steps`` steps per row, row
-    by row; batch mode sums the rows). Differentiable w.r.t. ``weights`` (and ``x``). Returns
-    ``(W [d, C], b [C])``."""
-    d = x.shape[-1]
-    if init is None:
-        w_ = torch.zeros(d, cfg.n_classes, dtype=x.dtype, device=x.device)
-        b_ = torch.zeros(cfg.n_classes, dtype=x.dtype, device=x.device)
-    else:
-        w_, b_ = init
-    onehot = torch.nn.functional.one_hot(y.long(), cfg.n_classes).to(x.dtype)
-    if cfg.mode == "sequential":
-        if weights.ndim != 2:
-            raise ValueError("sequential inner mode needs the picks in order, weights [B, N]")
-        rows = list(weights)
-    else:
-        rows = [weights.sum(0) if weights.ndim == 2 else weights]
-    for row in rows:
-        row = row / row.sum().clamp_min(1e-12)
-        for _ in range(cfg.steps):
-            p = torch.softmax(x @ w_ + b_, dim=-1)
-            r = (p - onehot) * row[:, None]
-            w_ = w_ - cfg.lr * (x.T @ r + cfg.l2 * w_)
-            b_ = b_ - cfg.lr * r.sum(0)
-    return w_, b_
-
-
-def hard_picks(indices: ArrayLike | Tensor, n: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """One-hot rows ``[B, n]`` of picks ``indices`` in order (a hard selection for
-    :func:`simulate`'s ``weights`` in either inner mode)."""
-    idx = torch.as_tensor(np.asarray(indices) if not isinstance(indices, Tensor) else indices)
-    return torch.nn.functional.one_hot(idx.long().reshape(-1), n).to(dtype)
-
-
-def _cells(groups: Tensor) -> list[Tensor]:
-    return [groups == a for a in torch.unique(groups)]
-
-
-def soft_demographic_parity(p: Tensor, groups: Tensor, y: Tensor | None = None) -> Tensor:
-    """Table 1 ``Delta^DP = max_a |E[h | g=a] - E[h]|`` with ``h = p`` (soft positive rate)."""
-    overall = p.mean()
-    return torch.stack([(p[m].mean() - overall).abs() for m in _cells(groups)]).max()
-
-
-def soft_equalized_odds(p: Tensor, groups: Tensor, y: Tensor) -> Tensor:
-    """Table 1 ``Delta^EO = max_{a,y} |E[h | g=a, Y=y] - E[h | Y=y]|`` (soft); empty cells
-    skipped."""
-    devs = []
-    for label in torch.unique(y):
-        ym = y == label
-        overall = p[ym].mean()
-        devs += [(p[m & ym].mean() - overall).abs() for m in _cells(groups) if (m & ym).any()]
-    return torch.stack(devs).max()
-
-
-def soft_error_rate_balance(p: Tensor, groups: Tensor, y: Tensor) -> Tensor:
-    """Table 1 ``Delta^EB = max_{a,a',y} |E[h | g=a, Y=y] - E[h | g=a', Y=y]|`` (soft): the
-    largest spread of per-group TPR (y=1) or FPR (y=0); empty cells skipped."""
-    spreads = [torch.zeros((), dtype=p.dtype, device=p.device)]
-    for label in torch.unique(y):
-        ym = y == label
-        rates = [p[m & ym].mean() for m in _cells(groups) if (m & ym).any()]
-        if len(rates) >= 2:
-            r = torch.stack(rates)
-            spreads.append(r.max() - r.min())
-    return torch.stack(spreads).max()
-
-
-#: name -> ``f(p_positive, groups, y) -> scalar`` (Table 1 surrogates).
-DISPARITIES: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
-    "dp": soft_demographic_parity,
-    "eo": soft_equalized_odds,
-    "eb": soft_error_rate_balance,
-}
-
-
-@dataclass
-class SimResult:
-    """One ACTIVELEARNSIM run: validation loss, soft disparity, selection weights, classifier."""
-
-    loss: Tensor
-    disparity: Tensor
-    weights: Tensor
-    classifier: tuple[Tensor, Tensor]
-    p_val: Tensor  # soft positive-class probability on V
-
-
-def simulate(
-    policy: PandaPolicy | None,
-    pool_x: Tensor,
-    pool_y: Tensor,
-    val_x: Tensor,
-    val_y: Tensor,
-    val_groups: Tensor,
-    budget: int,
-    *,
-    inner: InnerConfig = InnerConfig(),  # noqa: B008 (frozen dataclass)
-    disparity: str = "dp",
-    noise: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    weights: Tensor | None = None,
-    classifier_x: tuple[Tensor, Tensor] | None = None,
-    init: tuple[Tensor, Tensor] | None = None,
-) -> SimResult:
-    """ACTIVELEARNSIM(A, D, L, pi) (Algorithm 1, lines 8-15) + the outer quantities of Eq. 3/4.
-
-    ``L = (pool_x, pool_y)`` (labels hidden from the policy), ``V = (val_x, val_y,
-    val_groups)``. The policy's logits are relaxed to ``budget`` soft picks
-    (:func:`relaxed_top_b_picks`, temperature ``policy.temperature``) unless ``weights`` are
-    given (a hard or random selection: B-hot ``[N]`` for the batch inner mode, or the picks in
-    order ``[B, N]``, see :func:`hard_picks`, for either mode); the classifier is
-    :func:`inner_fit` on them. ``SimResult.weights`` is the B-hot ``[N]`` (sum of the picks). Returns the
-    mean validation cross-entropy and the soft disparity ``DISPARITIES[disparity]`` on ``V``.
-    ``classifier_x`` optionally gives the classifier different features for ``(pool, val)``
-    than the policy's (e.g. a frozen pretrained representation, §4.2).
-    """
-    if weights is None:
-        if policy is None:
-            raise ValueError("simulate needs a policy or explicit weights")
-        logits = policy(pool_x)
-        weights = relaxed_top_b_picks(logits, budget, policy.temperature, noise=noise,
-                                      generator=generator)
-    elif inner.mode == "sequential" and weights.ndim != 2:
-        raise ValueError("the sequential inner mode needs the picks in order: weights [B, N] "
-                         "(hard_picks(indices, N))")
-    cx_pool, cx_val = classifier_x if classifier_x is not None else (pool_x, val_x)
-    w_, b_ = inner_fit(cx_pool, pool_y, weights, inner, init)
-    if weights.ndim == 2:
-        weights = weights.sum(0)
-    logits_v = cx_val @ w_ + b_
-    loss = torch.nn.functional.cross_entropy(logits_v, val_y.long())
-    p_val = torch.softmax(logits_v, dim=-1)[:, 1]
-    disp = DISPARITIES[disparity](p_val, val_groups, val_y)
-    return SimResult(loss, disp, weights, (w_, b_), p_val)
 
 
 # --------------------------------------------------------------------------- test time

@@ -1,5 +1,6 @@
-"""Pool-level strategies (coreset, badge, fairal, panda, in_memory): the PoolView protocol,
-conformance, known answers, and the driver's pool-level path end to end on Adult."""
+"""Whole-pool strategies (coreset, badge, fairal, panda, in_memory): the PoolView protocol,
+conformance, known answers, job-file parameter validation, and (for the integrator) the
+campaign's whole-pool path end to end on Adult."""
 
 from __future__ import annotations
 
@@ -11,24 +12,31 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from rayfal.acquisition import STRATEGIES, make_strategy, select_in_memory
+from rayfal.acquisition import (
+    STRATEGIES,
+    StrategyParamsError,
+    make_strategy,
+    select_in_memory,
+    strategy_class,
+)
 from rayfal.acquisition.fairal import RefitConfig, fairal_select, fit_logistic_head
 from rayfal.acquisition.panda import PandaPolicy, save_policy
-from rayfal.acquisition.pool_level import LabelledSet, PoolView, is_pool_level, subsample_ids
+from rayfal.acquisition.view import (
+    LabelledSet,
+    PoolView,
+    WholePoolStrategy,
+    is_whole_pool,
+    subsample_ids,
+)
 from rayfal.data import schema as S
 from rayfal.data.pool import Pool
 from rayfal.models.linear import Linear
 
-POOL_LEVEL = [n for n in STRATEGIES.names() if is_pool_level(n)]
+WHOLE_POOL = [n for n in STRATEGIES.names() if is_whole_pool(n)]
 D = 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only contend on a loaded 2-CPU box
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _write_pool(path: Path, x: np.ndarray, group: np.ndarray, y: np.ndarray,
@@ -84,12 +92,16 @@ def _select(name, tiny, budget, **kw):
     return strat.select_pool(_view(tiny, **kw), budget)
 
 
-def test_pool_level_registry() -> None:
-    assert set(POOL_LEVEL) >= {"coreset", "badge", "fairal", "panda", "in_memory"}
-    assert not is_pool_level("entropy")
+def test_whole_pool_registry() -> None:
+    assert set(WHOLE_POOL) >= {"coreset", "badge", "fairal", "panda", "in_memory"}
+    assert not is_whole_pool("entropy")
+    for name in WHOLE_POOL:
+        cls = strategy_class(name)
+        assert issubclass(cls, WholePoolStrategy) and cls.kind == "whole_pool"
+        assert cls.summary and "\n" not in cls.summary, name
 
 
-@pytest.mark.parametrize("name", POOL_LEVEL)
+@pytest.mark.parametrize("name", WHOLE_POOL)
 @pytest.mark.parametrize("budget", [1, 13])
 def test_returns_budget_unique_unlabelled_rows_deterministically(name, budget, tiny) -> None:
     out = _select(name, tiny, budget, seed=3)
@@ -98,16 +110,16 @@ def test_returns_budget_unique_unlabelled_rows_deterministically(name, budget, t
     np.testing.assert_array_equal(out, _select(name, tiny, budget, seed=3))
 
 
-@pytest.mark.parametrize("name", POOL_LEVEL)
+@pytest.mark.parametrize("name", WHOLE_POOL)
 def test_budget_above_unlabelled_returns_all_unlabelled(name, tiny) -> None:
     out = _select(name, tiny, 500)
     assert sorted(out.tolist()) == sorted(np.setdiff1d(tiny["ids"], tiny["labelled"].row_id).tolist())
 
 
-@pytest.mark.parametrize("name", POOL_LEVEL)
-def test_pool_level_strategies_refuse_per_row_scoring(name, tiny) -> None:
+@pytest.mark.parametrize("name", WHOLE_POOL)
+def test_whole_pool_strategies_refuse_per_row_scoring(name, tiny) -> None:
     strat = make_strategy(name, seed=0, **_params(name, tiny))
-    with pytest.raises(TypeError, match="pool-level"):
+    with pytest.raises(TypeError, match="whole_pool"):
         strat.score(None)
 
 
@@ -161,7 +173,7 @@ CAND = np.array([[0, 2.0], [1, 2.0], [0, -2.0], [1, -2.0], [0, 0.0], [1, 0.0], [
 
 def test_fairal_adapter_known_answer_and_equals_direct_call(tmp_path) -> None:
     """Hand-made biased labelled set (as tests/test_fairal.py): the fair candidates are A (group
-    0, likely positive) and D (group 1, likely negative). Through the pool-level adapter
+    0, likely positive) and D (group 1, likely negative). Through the whole-pool strategy
     (``refit: model`` on the linear model) FairAL with alpha = 0 picks exactly {A, D}, the same
     as calling :func:`fairal_select` with the model's softmax head."""
     xl = np.array([[1, -1], [1, 0], [1, 1], [1, -3.0], [0, -1], [0, 0], [0, 1], [0, 3.0]])
@@ -208,15 +220,126 @@ def test_fairal_refit_model_refused_for_deep_models(tiny) -> None:
     assert len(out) == 3
 
 
-def test_strategy_params_are_validated() -> None:
-    with pytest.raises(ValueError, match="measure"):
-        make_strategy("fairal", seed=0, measure="xx")
-    with pytest.raises(ValueError, match="mode"):
-        make_strategy("fairal", seed=0, mode="xx")
-    with pytest.raises(TypeError, match="base"):
+def test_fairal_sequential_mode_asks_the_views_oracle(tiny) -> None:
+    """``mode: sequential`` queries ``view.oracle`` once per pick, with the picked row_id (that
+    is why ``fairal`` requires ``oracle``); without an oracle it is a clear error."""
+    asked: list[int] = []
+    label_of = dict(zip(tiny["ids"].tolist(), tiny["y"].tolist(), strict=True))
+
+    def oracle(ids: np.ndarray) -> np.ndarray:
+        asked.extend(ids.tolist())
+        return np.array([label_of[i] for i in ids.tolist()])
+
+    strat = make_strategy("fairal", seed=0, mode="sequential", refit="model", subsample=30,
+                          steps=5)
+    view = _view(tiny)
+    view.oracle = oracle
+    out = strat.select_pool(view, 3)
+    assert asked == out.tolist() and len(set(asked)) == 3
+    with pytest.raises(ValueError, match="oracle"):
+        strat.select_pool(_view(tiny), 3)
+
+
+# ------------------------------------------------------------------ job-file parameters
+
+#: (strategy, base params needed to construct it, a valid key with an out-of-range value)
+PARAM_CASES = [
+    ("coreset", {}, ("subsample", 0)),
+    ("badge", {}, ("subsample", -3)),
+    ("fairal", {}, ("lr", 0.0)),
+    ("in_memory", {"base": "entropy"}, ("base", "no_such_strategy")),
+]
+
+
+@pytest.mark.parametrize(("name", "base", "bad"), PARAM_CASES)
+def test_params_reject_an_unknown_key_naming_it(name, base, bad) -> None:
+    make_strategy(name, seed=0, **base)  # the base params alone are valid
+    with pytest.raises(StrategyParamsError, match=rf"strategy '{name}'.*\bnot_a_param\b"):
+        make_strategy(name, seed=0, **base, not_a_param=1)
+
+
+@pytest.mark.parametrize(("name", "base", "bad"), PARAM_CASES)
+def test_params_reject_an_out_of_range_value_naming_the_key(name, base, bad) -> None:
+    key, value = bad
+    with pytest.raises(StrategyParamsError, match=rf"strategy '{name}': params\.{key}="):
+        make_strategy(name, seed=0, **{**base, key: value})
+
+
+@pytest.mark.parametrize(("params", "key"), [
+    ({"alpha": 1.5}, "alpha.constant"),
+    ({"alpha": {"start": 0.2, "end": 1.2}}, "alpha.schedule.end"),
+    ({"alpha": {"start": 0.2}}, "alpha.schedule.end"),
+    ({"measure": "xx"}, "measure"),
+    ({"mode": "xx"}, "mode"),
+    ({"refit": "trunk"}, "refit"),
+    ({"engine": "slow"}, "engine"),
+    ({"sequential_rule": "xx"}, "sequential_rule"),
+    ({"method": "lbfgs"}, "method"),
+    ({"method": "newton"}, "method"),  # the strategy's head is softmax: Newton cannot run
+    ({"steps": -1}, "steps"),
+    ({"head_steps": -1}, "head_steps"),
+    ({"l2": -1e-3}, "l2"),
+    ({"fair_size": 0}, "fair_size"),
+    ({"nested_k": 0}, "nested_k"),
+])
+def test_fairal_params_are_checked_at_load_time(params, key) -> None:
+    with pytest.raises(StrategyParamsError, match=rf"params\.{key}(=|: required)"):
+        make_strategy("fairal", seed=0, **params)
+
+
+def test_fairal_params_values() -> None:
+    s = make_strategy("fairal", seed=0, alpha={"start": 0.2, "end": 0.8}, subsample=None,
+                      steps=3, lr=0.1, l2=0.0)
+    assert s.params.alpha_value() == {"start": 0.2, "end": 0.8}
+    assert s.params.subsample is None and s.fairness_rows() == s.params.fair_size == 1000
+    assert s.refit_cfg == RefitConfig(steps=3, lr=0.1, l2=0.0, method="gd")
+    assert make_strategy("fairal", seed=0).params.alpha_value() == 0.6
+    assert strategy_class("fairal").requires == {"model", "fairness", "oracle"}
+    for name in ("coreset", "badge"):
+        assert strategy_class(name).requires == {"model"}
+        assert make_strategy(name, seed=0).params.subsample is None
+
+
+def test_in_memory_params() -> None:
+    with pytest.raises(StrategyParamsError, match=r"params\.base: required parameter missing"):
         make_strategy("in_memory", seed=0)
-    with pytest.raises(ValueError, match="subsample"):
-        make_strategy("coreset", seed=0, subsample=0)
+    with pytest.raises(StrategyParamsError, match=r"params\.base='nope'.*unknown strategy 'nope'"):
+        make_strategy("in_memory", seed=0, base="nope")
+    for whole in ("coreset", "in_memory"):
+        with pytest.raises(StrategyParamsError, match=rf"base '{whole}' is a whole_pool strategy"):
+            make_strategy("in_memory", seed=0, base=whole)
+    with pytest.raises(StrategyParamsError, match="base 'jin' is a two_pass strategy"):
+        make_strategy("in_memory", seed=0, base="jin")
+    with pytest.raises(StrategyParamsError,
+                       match=r"params\.foo=1: unknown parameter of base strategy 'bald'"):
+        make_strategy("in_memory", seed=0, base="bald", foo=1)
+    # worst_group is a run-time input, passed on only to bases that require it
+    s = make_strategy("in_memory", seed=0, base="group_random", worst_group=1)
+    assert s.base.worst_group == 1 and "worst_group" not in s.params.base_params
+    assert strategy_class("in_memory").requires == {"model", "worst_group"}
+
+
+def test_in_memory_validates_and_passes_on_the_base_params(monkeypatch) -> None:
+    """``in_memory``'s flat keys other than ``base`` are checked by the base's own ``Params``
+    (an out-of-range value names the key) and reach the base strategy."""
+    from pydantic import Field
+
+    from rayfal.acquisition.base import Strategy, StrategyParams
+
+    class TinyParams(StrategyParams):
+        k: int = Field(1, ge=1)
+
+    class Tiny(Strategy):
+        name = "tiny_per_row"
+        Params = TinyParams
+
+    monkeypatch.setitem(STRATEGIES._items, "tiny_per_row", Tiny)
+    s = make_strategy("in_memory", seed=0, base="tiny_per_row", k=4)
+    assert isinstance(s.base, Tiny) and s.base.params.k == 4
+    with pytest.raises(StrategyParamsError, match=r"params\.k=0: .*base strategy 'tiny_per_row'"):
+        make_strategy("in_memory", seed=0, base="tiny_per_row", k=0)
+    with pytest.raises(StrategyParamsError, match=r"params\.j=1: .*\(allowed: base, k\)"):
+        make_strategy("in_memory", seed=0, base="tiny_per_row", j=1)
 
 
 def test_panda_one_shot_ranking_is_split_over_rounds(tiny, tmp_path) -> None:
@@ -237,7 +360,7 @@ def test_panda_one_shot_ranking_is_split_over_rounds(tiny, tmp_path) -> None:
     np.testing.assert_array_equal(np.r_[r0, r1], one)
 
 
-# ------------------------------------------------------------------ driver, end to end
+# ------------------------------------------------------------------ campaign, end to end
 
 
 ADULT_SRC = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "adult"
@@ -245,11 +368,12 @@ ADULT_SRC = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ad
 
 @pytest.mark.ray
 @pytest.mark.skipif(not (ADULT_SRC / "adult.data").is_file(), reason=f"no {ADULT_SRC}")
-def test_pool_level_campaigns_end_to_end_on_adult(ray_session, tmp_path) -> None:
-    """Every new strategy (and the fairlearn training mode) runs through ``run_job`` on Adult:
-    D0 rows are labelled at round 0, one query round, the records carry F/DP/EB."""
+def test_whole_pool_campaigns_end_to_end_on_adult(ray_session, tmp_path) -> None:
+    """Every whole-pool strategy (and the fairlearn training mode) runs through the campaign
+    layer on Adult: D0 rows are labelled at round 0, one query round, the records carry
+    F/DP/EB; PANDA's policy is meta-trained by the campaign layer and cached in the run dir."""
+    from rayfal.campaign import run_job
     from rayfal.config import config_from_dict
-    from rayfal.driver import run_job
 
     raw = {
         "name": "t", "seeds": [0],

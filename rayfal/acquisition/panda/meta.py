@@ -1,4 +1,24 @@
-"""PANDA meta-training (Sharaf et al. 2022, §3.2-§3.3, Algorithm 1), plain torch, no Ray.
+"""PANDA meta-training maths (Sharaf et al. 2022, §3.2-§3.3, Algorithm 1): plain torch, no Ray.
+
+The simulated active learner and the outer quantities:
+
+* :func:`simulate` = ACTIVELEARNSIM (Algorithm 1, lines 8-15) unrolled: a linear (softmax)
+  classifier trained by gradient steps of size ``lr`` on the softly selected items,
+  differentiable end to end w.r.t. the policy. :class:`InnerConfig` ``mode="sequential"`` is
+  lines 10-12 literally (pick ``b``, then "(a/several) gradient step(s)" on that pick, for
+  ``b = 1..B``; the soft pick ``a_b`` of :func:`~rayfal.acquisition.panda.policy.
+  relaxed_top_b_picks` relaxes the one-hot ``j``); ``mode="batch"`` (default, cheaper:
+  ``steps`` instead of ``B * steps`` unrolled steps) takes ``steps`` full-batch steps on all B
+  picks at once, which §3.3 allows for the classifier-agnostic policy ("unrolled in a single
+  step").
+* Disparity surrogates (Table 1) on the *soft* prediction ``h(x) = P(y_hat = 1 | x)``
+  (positive class 1) instead of the hard ``1[...]``: :func:`soft_demographic_parity`,
+  :func:`soft_error_rate_balance`, :func:`soft_equalized_odds`. On 0/1 predictions they are
+  exactly :func:`rayfal.fairness.metrics.panda_demographic_parity`,
+  :func:`~rayfal.fairness.metrics.error_rate_balance` and
+  :func:`~rayfal.fairness.metrics.panda_equalized_odds`.
+
+Meta-training:
 
 * :func:`pretrain_encoder`: "we pretrain the parameters of the Transformer on D0" (§3.3). The
   paper does not give the objective; we read it with §4.2 ("the same Transformer architecture
@@ -45,29 +65,30 @@ Choices where the paper is open (documented here, parameters of :func:`meta_trai
   per task and shared by the forward step and every proximal iteration (exact, and it saves
   the ``O(N^2)`` attention pass ``prox_steps`` times).
 * The simulated learner starts every task from ``h^0 = 0``: the paper's ``h^0 = A(D^0)`` would
-  have been trained on ``V`` (a subset of D); :func:`~rayfal.acquisition.panda.simulate`
-  accepts a warm start (``init``) and separate classifier features (``classifier_x``, e.g. the
-  frozen pretrained representation of §4.2) for callers that want them. Features are used as
-  given (§4.2 standardises them to mean 0, variance 1; do it before).
+  have been trained on ``V`` (a subset of D); :func:`simulate` accepts a warm start (``init``)
+  and separate classifier features (``classifier_x``, e.g. the frozen pretrained
+  representation of §4.2) for callers that want them. Features are used as given (§4.2
+  standardises them to mean 0, variance 1; do it before).
 * Algorithm 1 picks one item per inner step (lines 10-12); with the classifier-agnostic policy
   of §3.3 the B picks are one (relaxed) Gumbel-top-B. ``inner.mode="sequential"`` then trains
   the learner pick by pick as in lines 10-12; ``"batch"`` (default) takes ``inner.steps``
-  full-batch steps on the B softly selected items (see :class:`~rayfal.acquisition.panda.
-  InnerConfig`).
+  full-batch steps on the B softly selected items (see :class:`InnerConfig`).
 * Line 4's plain gradient step is an Adam step (§4.2: "The model is optimized with Adam"); the
   schedule ``eta^k`` is Adam's constant ``lr``.
 * A meta-iteration may average over ``tasks_per_step`` tasks (a minibatch estimate of Eq. 3's
   expectation over tasks; 1 = Algorithm 1 as written): the forward step uses the mean
   validation loss, the proximal step the mean smoothed indicator and stops when every task
   satisfies the constraint. The tasks can be spread over data-parallel workers (``rank``,
-  ``world_size``, ``allreduce``; :mod:`rayfal.training.panda_train` runs it on Ray Train).
+  ``world_size``, ``allreduce``; :mod:`rayfal.acquisition.panda.train` runs it on Ray Train).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,25 +96,205 @@ import torch
 from numpy.typing import ArrayLike
 from torch import Tensor, nn
 
-from rayfal.acquisition.panda import (
-    DISPARITIES,
-    InnerConfig,
-    PandaPolicy,
-    gumbel_noise,
-    relaxed_top_b_picks,
-    simulate,
-)
+from rayfal.acquisition.panda.policy import PandaPolicy, gumbel_noise, relaxed_top_b_picks
 from rayfal.fairness import metrics
 
 __all__ = [
+    "DISPARITIES",
+    "INNER_MODES",
+    "PROX_GRAD_NORM",
+    "AllReduce",
+    "InnerConfig",
     "MetaData",
+    "SimResult",
+    "as_metadata",
+    "data_fingerprint",
     "fbs_prox_step",
+    "hard_picks",
+    "inner_fit",
     "meta_train",
     "pretrain_encoder",
     "sample_task",
+    "simulate",
+    "soft_demographic_parity",
+    "soft_equalized_odds",
+    "soft_error_rate_balance",
     "step_generator",
     "task_generator",
 ]
+
+
+# --------------------------------------------------------------------------- ACTIVELEARNSIM
+
+
+INNER_MODES = ("batch", "sequential")
+
+
+@dataclass(frozen=True)
+class InnerConfig:
+    """The learner ``A`` of ACTIVELEARNSIM: a linear softmax classifier with ``n_classes``
+    outputs, from ``W = 0, b = 0`` unless a warm start is given, trained by gradient steps of
+    size ``lr`` on the cross-entropy (+ ``l2/2 ||W||^2``) of the selected items.
+
+    ``mode="batch"``: ``steps`` full-batch steps on the selection-weighted mean over the B
+    (softly) selected items (the B picks of the classifier-agnostic policy made at once, §3.3).
+    ``mode="sequential"``: Algorithm 1, lines 10-12 literally: for each pick ``b = 1..B`` in
+    order, ``steps`` gradient step(s) on that pick's loss ``l(y_j, h(x_j))`` (relaxed: the
+    loss averaged under the soft pick ``a_b``), ``B * steps`` unrolled steps in all."""
+
+    n_classes: int = 2
+    steps: int = 5
+    lr: float = 1.0
+    l2: float = 0.0
+    mode: str = "batch"
+
+    def __post_init__(self) -> None:
+        if self.mode not in INNER_MODES:
+            raise ValueError(f"InnerConfig.mode must be one of {INNER_MODES}, got '{self.mode}'")
+
+
+def inner_fit(x: Tensor, y: Tensor, weights: Tensor, cfg: InnerConfig,
+              init: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """Train the linear classifier on ``(x, y)`` with per-item ``weights``, unrolled
+    (Algorithm 1, line 12): ``W <- W - lr (X^T (w * (P - Y)) / sum(w) + l2 W)``.
+
+    ``weights`` ``[N]`` (batch mode: the soft or hard B-hot selection) or ``[B, N]`` (the
+    picks in order, one row per pick: sequential mode takes ``cfg.steps`` steps per row, row
+    by row; batch mode sums the rows). Differentiable w.r.t. ``weights`` (and ``x``). Returns
+    ``(W [d, C], b [C])``."""
+    d = x.shape[-1]
+    if init is None:
+        w_ = torch.zeros(d, cfg.n_classes, dtype=x.dtype, device=x.device)
+        b_ = torch.zeros(cfg.n_classes, dtype=x.dtype, device=x.device)
+    else:
+        w_, b_ = init
+    onehot = torch.nn.functional.one_hot(y.long(), cfg.n_classes).to(x.dtype)
+    if cfg.mode == "sequential":
+        if weights.ndim != 2:
+            raise ValueError("sequential inner mode needs the picks in order, weights [B, N]")
+        rows = list(weights)
+    else:
+        rows = [weights.sum(0) if weights.ndim == 2 else weights]
+    for row in rows:
+        row = row / row.sum().clamp_min(1e-12)
+        for _ in range(cfg.steps):
+            p = torch.softmax(x @ w_ + b_, dim=-1)
+            r = (p - onehot) * row[:, None]
+            w_ = w_ - cfg.lr * (x.T @ r + cfg.l2 * w_)
+            b_ = b_ - cfg.lr * r.sum(0)
+    return w_, b_
+
+
+def hard_picks(indices: ArrayLike | Tensor, n: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """One-hot rows ``[B, n]`` of picks ``indices`` in order (a hard selection for
+    :func:`simulate`'s ``weights`` in either inner mode)."""
+    idx = torch.as_tensor(np.asarray(indices) if not isinstance(indices, Tensor) else indices)
+    return torch.nn.functional.one_hot(idx.long().reshape(-1), n).to(dtype)
+
+
+def _cells(groups: Tensor) -> list[Tensor]:
+    return [groups == a for a in torch.unique(groups)]
+
+
+def soft_demographic_parity(p: Tensor, groups: Tensor, y: Tensor | None = None) -> Tensor:
+    """Table 1 ``Delta^DP = max_a |E[h | g=a] - E[h]|`` with ``h = p`` (soft positive rate)."""
+    overall = p.mean()
+    return torch.stack([(p[m].mean() - overall).abs() for m in _cells(groups)]).max()
+
+
+def soft_equalized_odds(p: Tensor, groups: Tensor, y: Tensor) -> Tensor:
+    """Table 1 ``Delta^EO = max_{a,y} |E[h | g=a, Y=y] - E[h | Y=y]|`` (soft); empty cells
+    skipped."""
+    devs = []
+    for label in torch.unique(y):
+        ym = y == label
+        overall = p[ym].mean()
+        devs += [(p[m & ym].mean() - overall).abs() for m in _cells(groups) if (m & ym).any()]
+    return torch.stack(devs).max()
+
+
+def soft_error_rate_balance(p: Tensor, groups: Tensor, y: Tensor) -> Tensor:
+    """Table 1 ``Delta^EB = max_{a,a',y} |E[h | g=a, Y=y] - E[h | g=a', Y=y]|`` (soft): the
+    largest spread of per-group TPR (y=1) or FPR (y=0); empty cells skipped."""
+    spreads = [torch.zeros((), dtype=p.dtype, device=p.device)]
+    for label in torch.unique(y):
+        ym = y == label
+        rates = [p[m & ym].mean() for m in _cells(groups) if (m & ym).any()]
+        if len(rates) >= 2:
+            r = torch.stack(rates)
+            spreads.append(r.max() - r.min())
+    return torch.stack(spreads).max()
+
+
+#: name -> ``f(p_positive, groups, y) -> scalar`` (Table 1 surrogates).
+DISPARITIES: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
+    "dp": soft_demographic_parity,
+    "eo": soft_equalized_odds,
+    "eb": soft_error_rate_balance,
+}
+
+
+@dataclass
+class SimResult:
+    """One ACTIVELEARNSIM run: validation loss, soft disparity, selection weights, classifier."""
+
+    loss: Tensor
+    disparity: Tensor
+    weights: Tensor
+    classifier: tuple[Tensor, Tensor]
+    p_val: Tensor  # soft positive-class probability on V
+
+
+def simulate(
+    policy: PandaPolicy | None,
+    pool_x: Tensor,
+    pool_y: Tensor,
+    val_x: Tensor,
+    val_y: Tensor,
+    val_groups: Tensor,
+    budget: int,
+    *,
+    inner: InnerConfig = InnerConfig(),  # noqa: B008 (frozen dataclass)
+    disparity: str = "dp",
+    noise: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    weights: Tensor | None = None,
+    classifier_x: tuple[Tensor, Tensor] | None = None,
+    init: tuple[Tensor, Tensor] | None = None,
+) -> SimResult:
+    """ACTIVELEARNSIM(A, D, L, pi) (Algorithm 1, lines 8-15) + the outer quantities of Eq. 3/4.
+
+    ``L = (pool_x, pool_y)`` (labels hidden from the policy), ``V = (val_x, val_y,
+    val_groups)``. The policy's logits are relaxed to ``budget`` soft picks
+    (:func:`relaxed_top_b_picks`, temperature ``policy.temperature``) unless ``weights`` are
+    given (a hard or random selection: B-hot ``[N]`` for the batch inner mode, or the picks in
+    order ``[B, N]``, see :func:`hard_picks`, for either mode); the classifier is
+    :func:`inner_fit` on them. ``SimResult.weights`` is the B-hot ``[N]`` (sum of the picks). Returns the
+    mean validation cross-entropy and the soft disparity ``DISPARITIES[disparity]`` on ``V``.
+    ``classifier_x`` optionally gives the classifier different features for ``(pool, val)``
+    than the policy's (e.g. a frozen pretrained representation, §4.2).
+    """
+    if weights is None:
+        if policy is None:
+            raise ValueError("simulate needs a policy or explicit weights")
+        logits = policy(pool_x)
+        weights = relaxed_top_b_picks(logits, budget, policy.temperature, noise=noise,
+                                      generator=generator)
+    elif inner.mode == "sequential" and weights.ndim != 2:
+        raise ValueError("the sequential inner mode needs the picks in order: weights [B, N] "
+                         "(hard_picks(indices, N))")
+    cx_pool, cx_val = classifier_x if classifier_x is not None else (pool_x, val_x)
+    w_, b_ = inner_fit(cx_pool, pool_y, weights, inner, init)
+    if weights.ndim == 2:
+        weights = weights.sum(0)
+    logits_v = cx_val @ w_ + b_
+    loss = torch.nn.functional.cross_entropy(logits_v, val_y.long())
+    p_val = torch.softmax(logits_v, dim=-1)[:, 1]
+    disp = DISPARITIES[disparity](p_val, val_groups, val_y)
+    return SimResult(loss, disp, weights, (w_, b_), p_val)
+
+
+# --------------------------------------------------------------------------- meta-training
 
 
 @dataclass
@@ -118,6 +319,41 @@ class MetaData:
 
     def __len__(self) -> int:
         return self.x.shape[0]
+
+
+def as_metadata(data: Any) -> MetaData:
+    """D0 as :class:`MetaData`: a ``MetaData``, a ``(x, y, group)`` tuple, a mapping with keys
+    ``x``, ``y``, ``group``, or the path of an ``.npz`` file holding those arrays."""
+    if isinstance(data, MetaData):
+        return data
+    if isinstance(data, str | Path):
+        path = Path(data)
+        if path.suffix != ".npz" or not path.is_file():
+            raise FileNotFoundError(f"PANDA D0: expected an .npz file with x, y, group: {path}")
+        with np.load(path, allow_pickle=False) as z:
+            missing = {"x", "y", "group"} - set(z.files)
+            if missing:
+                raise KeyError(f"{path} lacks array(s) {sorted(missing)}")
+            return MetaData.from_arrays(z["x"], z["y"], z["group"])
+    if isinstance(data, dict):
+        missing = {"x", "y", "group"} - set(data)
+        if missing:
+            raise KeyError(f"PANDA D0 mapping lacks key(s) {sorted(missing)}")
+        return MetaData.from_arrays(data["x"], data["y"], data["group"])
+    if isinstance(data, tuple | list) and len(data) == 3:
+        return MetaData.from_arrays(*data)
+    raise TypeError(f"PANDA D0: cannot use {type(data).__name__} (MetaData, (x, y, group), "
+                    "mapping or .npz path)")
+
+
+def data_fingerprint(data: MetaData) -> str:
+    """A hash of D0's arrays (dtype, shape, bytes): a checkpoint resumes only on the same D0."""
+    h = hashlib.sha256()
+    for t in (data.x, data.y, data.group):
+        a = t.detach().cpu().contiguous().numpy()
+        h.update(str((a.dtype, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
