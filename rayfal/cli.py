@@ -1,4 +1,8 @@
-"""``rayfal run | report | data`` command line."""
+"""rayfal command line: run, validate and tune job files; report; score; cluster jobs; data.
+
+Every command that takes a job file checks it first ('rayfal validate' does only that): a bad
+name, key, type or range ends the command with one 'rayfal: error: ...' line naming the dotted
+key, and exit code 2, before any data is generated or Ray is started."""
 
 from __future__ import annotations
 
@@ -13,29 +17,18 @@ from rayfal.config import ConfigError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import pandas as pd
+    from rayfal.api import load_job, run
+    from rayfal.report import format_table1, table1
 
-    from rayfal.config import expand_variants, load_job
-    from rayfal.driver import run_job
-    from rayfal.report import format_table1, table1, write_report
-
-    cfg, resolved = load_job(args.job, args.set)
-    run_dir = Path(args.run_dir or Path("runs") / cfg.name)
+    job = load_job(args.job, args.set)
     t0 = time.perf_counter()
-    frames, dirs = [], []
-    for name, sub_cfg, sub_resolved in expand_variants(cfg, resolved):
-        sub_dir = run_dir / name if name else run_dir
-        if name:
-            print(f"== variant {name} -> {sub_dir}")
-        frames.append(run_job(sub_cfg, sub_resolved, sub_dir, resume=args.resume,
-                              address=args.address, progress=not args.no_progress))
-        dirs.append(sub_dir)
-    records = pd.concat(frames, ignore_index=True)
-    paths = write_report(dirs, run_dir / "report")
+    result = run(job, args.run_dir, resume=args.resume, address=args.address,
+                 progress=not args.no_progress, baseline=args.baseline)
     print()
-    print(format_table1(table1(records)))
-    print(f"\n{len(records)} round records in {time.perf_counter() - t0:.0f} s -> {run_dir}")
-    print("report:", ", ".join(str(p) for p in paths.values()))
+    print(format_table1(table1(result.records)))
+    print(f"\n{len(result.records)} round records in {time.perf_counter() - t0:.0f} s -> "
+          f"{result.run_dir}")
+    print(f"report: {result.report_dir}")
     return 0
 
 
@@ -53,10 +46,100 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from rayfal.config import expand_variants, load_job
+
+    cfg, resolved = load_job(args.job, args.set)
+    subs = expand_variants(cfg, resolved, source=str(args.job))
+    if cfg.tune:
+        from rayfal.tune.space import validate_spec
+
+        spec = validate_spec(cfg, resolved, source=str(args.job))
+        tune_note = f", tune: {len(spec.space)} key(s) x {spec.num_samples} trial(s)"
+    else:
+        tune_note = ""
+    variants = f" x {len(subs)} variants" if cfg.variants else ""
+    t = cfg.training
+    stop = f"{cfg.al.rounds} rounds" if cfg.al.rounds is not None else \
+        f"up to {cfg.al.max_frac:g} of the pool"
+    print(f"ok: {len(cfg.campaigns)} campaigns x {len(cfg.seeds)} seeds{variants}, "
+          f"dataset {cfg.dataset.name}, training {t.mode}, {cfg.al.initial_labels} initial + "
+          f"{cfg.al.query_size} per round, {stop}{tune_note}")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from rayfal.config import job_schema
+
+    print(json.dumps(job_schema(), indent=args.indent))
+    return 0
+
+
+def _type_name(annotation: object) -> str:
+    """``int | None``, ``'dp' | 'eo'``, ``float | AlphaSchedule``: a parameter's type, short."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is type(None):
+        return "None"
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin is not None:
+        name = getattr(origin, "__name__", str(origin))
+        return f"{name}[{', '.join(_type_name(a) for a in args)}]"
+    if annotation is typing.Any:
+        return "any"
+    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
+
+
+def _params_lines(model: type, indent: str = "      ") -> list[str]:
+    from pydantic_core import PydanticUndefined
+
+    out = []
+    for key, field in model.model_fields.items():
+        default = "required" if field.default is PydanticUndefined and \
+            field.default_factory is None else \
+            f"default {field.get_default(call_default_factory=True)!r}"
+        desc = f" — {field.description}" if field.description else ""
+        out.append(f"{indent}{key}: {_type_name(field.annotation)} ({default}){desc}")
+    return out or [f"{indent}(no parameters)"]
+
+
+def _cmd_strategies(args: argparse.Namespace) -> int:
+    import rayfal.acquisition  # noqa: F401  (registers every strategy)
+    from rayfal.acquisition.base import STRATEGIES
+    from rayfal.training import MODES, supported_compositions
+
+    lines = ["strategies (campaigns[].strategy, parameters in campaigns[].params):"]
+    for name in STRATEGIES.names():
+        cls = STRATEGIES.get(name)
+        req = ", ".join(sorted(cls.requires)) or "-"
+        lines.append(f"  {name}  [{cls.kind}; requires {req}]  {cls.summary}")
+        lines += _params_lines(cls.Params)
+    lines += ["", "training modes (training.mode, parameters in training.mode_params):"]
+    for name in MODES.names():
+        f = MODES.get(name)
+        lines.append(f"  {name}  [{getattr(f, 'role', 'base')}]  {getattr(f, 'summary', '')}")
+        params = getattr(f, "Params", None)
+        if params is not None:
+            lines += _params_lines(params)
+    lines.append("  compositions (robust+fair, parameters of both parts): "
+                 + ", ".join(supported_compositions()))
+    print("\n".join(lines))
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from rayfal.report import format_table1, load_rounds, table1, write_report
 
-    paths = write_report(args.run_dirs, args.out, at_frac=args.at_frac)
+    paths = write_report(args.run_dirs, args.out, at_frac=args.at_frac, baseline=args.baseline)
     print(format_table1(table1(load_rounds(args.run_dirs), at_frac=args.at_frac)))
     print("\nwrote:", ", ".join(str(p) for p in paths.values()))
     return 0
@@ -74,11 +157,11 @@ def _cmd_data_glyphs(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from rayfal.config import JobConfig, ScoringConfig
-    from rayfal.driver import init_ray
+    from rayfal.config import ScoringConfig
+    from rayfal.ray_env import init_ray
     from rayfal.scoring.score_job import score_to_parquet
 
-    init_ray(JobConfig(), address=args.address)
+    init_ray(args.address)
     cfg = ScoringConfig(compute=args.compute, batch_size=args.batch_size,
                         actors=args.actors if args.actors else "auto")
     res = score_to_parquet(args.pool, args.checkpoint, args.out, strategy=args.strategy,
@@ -103,7 +186,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _cmd_panda_train(args: argparse.Namespace) -> int:
-    from rayfal.training.panda_train import run_cli
+    from rayfal.acquisition.panda.cli_entry import run_cli
 
     return run_cli(args)
 
@@ -124,68 +207,105 @@ def _cmd_job(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rayfal", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+_SET_HELP = ("override a job key with a dotted path, the value parsed as YAML, e.g. "
+             "--set training.epochs=5 --set campaigns.0.params.eps=0.03 (repeatable)")
+_ADDRESS_HELP = "Ray address: auto, ray://HOST:10001 (default: an embedded local Ray)"
+_JOBS_API_HELP = "Ray Jobs API address, e.g. http://HEAD:8265"
 
-    run = sub.add_parser("run", help="run a job file (all campaigns x seeds)")
+
+_BASELINE_HELP = ("campaign the report's paired differences are taken against (default uniform; "
+                  "the first campaign when absent)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rayfal", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a job file (all campaigns x seeds)",
+                         description="Run every campaign (strategy x seed) of a job file and "
+                                     "write the round records, checkpoints and a report.")
     run.add_argument("job", help="job file (YAML)")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a job key, e.g. --set training.epochs=5 (repeatable)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
     run.add_argument("--run-dir", help="run directory (default runs/<job name>)")
     run.add_argument("--resume", action="store_true", help="continue from the last committed round")
-    run.add_argument("--address", help="Ray address: auto, ray://HOST:10001 (default: local Ray)")
+    run.add_argument("--address", help=_ADDRESS_HELP)
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--baseline", default="uniform", help=_BASELINE_HELP)
     run.set_defaults(fn=_cmd_run)
 
+    va = sub.add_parser("validate", help="check a job file (names, keys, types, ranges, data "
+                                         "files) without running it",
+                        description="Check a job file as 'rayfal run' and 'rayfal tune' do, "
+                                    "without generating data or starting Ray: prints 'ok: ...' "
+                                    "or one 'rayfal: error: ...' line (exit code 2).")
+    va.add_argument("job", help="job file (YAML)")
+    va.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
+    va.set_defaults(fn=_cmd_validate)
+
+    sch = sub.add_parser("schema", help="print the JSON Schema of job files",
+                         description="Print the JSON Schema of job files (for editors: "
+                                     "rayfal schema > job.schema.json).")
+    sch.add_argument("--indent", type=int, default=2, help="JSON indentation (default 2)")
+    sch.set_defaults(fn=_cmd_schema)
+
+    st = sub.add_parser("strategies", help="list the strategies and training modes with their "
+                                           "parameters",
+                        description="List every registered strategy (kind, requirements, "
+                                    "parameters) and training mode (parameters, compositions).")
+    st.set_defaults(fn=_cmd_strategies)
+
     rep = sub.add_parser("report", help="tables and plots from run directories")
-    rep.add_argument("run_dirs", nargs="+")
+    rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                     help="run directories written by 'rayfal run'")
     rep.add_argument("--out", help="output folder (default <first run dir>/report)")
     rep.add_argument("--at-frac", type=float, help="labelled fraction of the table (default: last)")
+    rep.add_argument("--baseline", default="uniform", help=_BASELINE_HELP)
     rep.set_defaults(fn=_cmd_report)
 
     sm = sub.add_parser("submit", help="submit a job file to a Ray cluster's Jobs API")
-    sm.add_argument("job")
-    sm.add_argument("--address", required=True, help="Jobs API, e.g. http://HEAD:8265")
-    sm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sm.add_argument("job", help="job file (YAML); its folder is uploaded as the working dir")
+    sm.add_argument("--address", required=True, help=_JOBS_API_HELP)
+    sm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
     sm.add_argument("--run-dir", help="run directory on the cluster (shared storage)")
-    sm.add_argument("--resume", action="store_true")
-    sm.add_argument("--submission-id")
+    sm.add_argument("--resume", action="store_true",
+                    help="continue the run directory's last committed round")
+    sm.add_argument("--submission-id", help="the Ray job's submission id (default: generated)")
     sm.add_argument("--follow", action="store_true", help="stream logs until the job ends")
     sm.set_defaults(fn=_cmd_submit)
     for name, text in (("status", "job status"), ("logs", "job logs"), ("stop", "stop a job")):
-        jp = sub.add_parser(name, help=text)
-        jp.add_argument("job_id")
-        jp.add_argument("--address", required=True, help="Jobs API, e.g. http://HEAD:8265")
+        jp = sub.add_parser(name, help=f"{text} (Ray Jobs API)")
+        jp.add_argument("job_id", help="the submission id printed by 'rayfal submit'")
+        jp.add_argument("--address", required=True, help=_JOBS_API_HELP)
         if name == "logs":
-            jp.add_argument("--follow", action="store_true")
+            jp.add_argument("--follow", action="store_true", help="stream logs until the job ends")
         jp.set_defaults(fn=_cmd_job)
 
     tn = sub.add_parser("tune", help="hyperparameter search (Ray Tune + Optuna) over a job's "
                                      "'tune:' section")
     tn.add_argument("job", help="job file (YAML) with a 'tune:' section")
     tn.add_argument("--run-dir", required=True, help="tuning run directory (study, trials, results)")
-    tn.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a job key, e.g. --set tune.num_samples=4 (repeatable)")
+    tn.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
     tn.add_argument("--resume", action="store_true",
                     help="continue the search (finished trials are not re-run)")
-    tn.add_argument("--address", help="Ray address: auto, ray://HOST:10001 (default: local Ray)")
+    tn.add_argument("--address", help=_ADDRESS_HELP)
     tn.add_argument("--no-progress", action="store_true", help="quiet Tune output")
     tn.set_defaults(fn=_cmd_tune)
 
     sc = sub.add_parser("score", help="score a Parquet pool with a checkpoint (exactly once)")
     sc.add_argument("--pool", required=True, help="Parquet glob or directory")
     sc.add_argument("--checkpoint", required=True, help="a round directory (model.safetensors)")
-    sc.add_argument("--strategy", default="bald")
+    sc.add_argument("--strategy", default="bald", help="per-row strategy (default bald)")
     sc.add_argument("--mc", type=int, default=20, help="MC-dropout samples")
     sc.add_argument("--top-k", type=int, default=0, help="also write topk.parquet")
-    sc.add_argument("--out", required=True)
-    sc.add_argument("--seed", type=int, default=0)
-    sc.add_argument("--batch-size", type=int, default=512)
+    sc.add_argument("--out", required=True, help="output folder (scores Parquet, resumable)")
+    sc.add_argument("--seed", type=int, default=0, help="seed of the MC masks and tie-breaks")
+    sc.add_argument("--batch-size", type=int, default=512, help="rows per scoring batch")
     sc.add_argument("--actors", type=int, default=0, help="actor count (default: auto)")
-    sc.add_argument("--compute", default="actors", choices=["actors", "tasks"])
-    sc.add_argument("--address", help="Ray address (default: local Ray)")
-    sc.add_argument("--no-progress", action="store_true")
+    sc.add_argument("--compute", default="actors", choices=["actors", "tasks"],
+                    help="Ray Data actor pool or task pool (default actors)")
+    sc.add_argument("--address", help=_ADDRESS_HELP)
+    sc.add_argument("--no-progress", action="store_true", help="no progress bars")
     sc.set_defaults(fn=_cmd_score)
 
     pt = sub.add_parser("panda-train", help="meta-train a PANDA policy (Ray Train, resumable)")
@@ -197,25 +317,37 @@ def build_parser() -> argparse.ArgumentParser:
                                       "../shared/data/adult)")
     pt.add_argument("--data-seed", type=int, default=0, help="Adult split seed (as dataset.seed)")
     pt.add_argument("--workers", type=int, default=0, help="Ray Train workers (0 = in-process)")
-    pt.add_argument("--gpu", action="store_true")
+    pt.add_argument("--gpu", action="store_true", help="train on a GPU")
     pt.add_argument("--address", help="Ray address when --workers > 0 (default: local Ray)")
     pt.add_argument("--no-resume", action="store_true", help="start over (drop checkpoints)")
-    pt.add_argument("--no-progress", action="store_true")
+    pt.add_argument("--no-progress", action="store_true", help="no progress bars")
     pt.set_defaults(fn=_cmd_panda_train)
 
     data = sub.add_parser("data", help="generate data sets")
-    dsub = data.add_subparsers(dest="dataset", required=True)
+    dsub = data.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     gl = dsub.add_parser("glyphs", help="synthetic Synbols-like glyphs as Parquet shards")
-    gl.add_argument("--out", required=True)
+    gl.add_argument("--out", required=True, help="output folder (pool/, test/, dataset.json)")
     gl.add_argument("--scenario", default="sensitive_attribute",
-                    choices=["sensitive_attribute", "minority_group"])
-    gl.add_argument("--n-pool", type=int, default=10_000)
-    gl.add_argument("--n-test", type=int, default=2_000)
-    gl.add_argument("--seed", type=int, default=0)
-    gl.add_argument("--image-size", type=int, default=32)
-    gl.add_argument("--shard-rows", type=int, default=50_000)
+                    choices=["sensitive_attribute", "minority_group", "four_class"],
+                    help="bias scenario (default sensitive_attribute)")
+    gl.add_argument("--n-pool", type=int, default=10_000, help="pool rows")
+    gl.add_argument("--n-test", type=int, default=2_000, help="test rows")
+    gl.add_argument("--seed", type=int, default=0, help="data seed")
+    gl.add_argument("--image-size", type=int, default=32, help="image side in pixels")
+    gl.add_argument("--shard-rows", type=int, default=50_000, help="rows per Parquet shard")
     gl.set_defaults(fn=_cmd_data_glyphs)
     return p
+
+
+def _error_line(exc: BaseException) -> str:
+    """The one line printed for a failed command (a pydantic error is summarised)."""
+    from pydantic import ValidationError
+
+    from rayfal.config.errors import format_validation_error, one_line
+
+    if isinstance(exc, ValidationError):
+        return format_validation_error(exc)
+    return one_line(str(exc)) or type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except (ConfigError, FileNotFoundError, ValueError, ConnectionError) as exc:
-        print(f"rayfal: error: {exc}", file=sys.stderr)
+        print(f"rayfal: error: {_error_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from rayfal.acquisition import STRATEGIES
-from rayfal.config import ConfigError, load_job
+from rayfal.config import ConfigError, campaign_training, load_job
 from rayfal.data.sources import SOURCES
-from rayfal.driver import campaign_training
 from rayfal.training.modes import make_loss, needs_group_head
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"

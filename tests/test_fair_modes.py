@@ -31,12 +31,7 @@ ALL_MODES = ["pgd_at", "trades", "grad", "gba", "pgd_at+grad", "pgd_at+gba", "tr
 ATTACK = {"eps": 0.1, "alpha": 0.05, "steps": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data(seed: int = 0, n: int = 48, d: int = 4) -> dict[str, torch.Tensor]:

@@ -11,14 +11,7 @@ from rayfal.models import MLP
 from rayfal.training import MODES, make_loss
 from rayfal.training.loop import LoopSettings, index_stream, num_steps, train_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add overhead (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _settings(**kw) -> LoopSettings:

@@ -21,17 +21,24 @@ Rejected, with an error naming the combination:
   objective; use ``pgd_at+gba`` or ``trades+grad``;
 * anything with ``standard`` (the plain mode is what every other mode extends: use the other part
   alone), a repeated part, or more than two parts.
+
+This module also holds the dispatch by name (:func:`make_loss`, :func:`needs_group_head`) and
+the checks the job-file validation uses without building anything (:func:`check_mode`,
+:func:`mode_params_model`). It imports the registry only (:mod:`rayfal.training.registry`),
+so :mod:`rayfal.training.modes` can re-export it without an import circle.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 import torch
+from pydantic import create_model
 
-from rayfal.training.modes import MODES, Batch, LossFn
+from rayfal.training.registry import MODES, Batch, LossFn, ModeParams, mode_parts
 
 #: (robust, fairness) pairs that compose
 SUPPORTED: frozenset[tuple[str, str]] = frozenset(
@@ -47,9 +54,78 @@ def supported_compositions() -> list[str]:
     return sorted(f"{r}+{f}" for r, f in SUPPORTED)
 
 
+def mode_names() -> list[str]:
+    """Every accepted ``training.mode``: the registered modes, then the compositions."""
+    return MODES.names() + supported_compositions()
+
+
 def _reject(name: str, why: str) -> ValueError:
     return ValueError(f"unsupported training mode combination '{name}': {why}. Supported "
                       f"combinations: {', '.join(supported_compositions())}")
+
+
+def check_mode(name: str) -> tuple[str, ...]:
+    """The parts of a registered mode or a supported composition (nothing is built).
+
+    Unknown names raise ``KeyError`` listing the known modes; malformed or unsupported
+    compositions ``ValueError`` naming the combination and the supported ones.
+    """
+    parts = mode_parts(name)
+    if len(parts) == 1:
+        MODES.get(parts[0])
+        return parts
+    joined = "+".join(parts)
+    if len(parts) != 2:
+        raise _reject(joined, "compose exactly one robust mode with one fairness mode")
+    if parts[0] == parts[1]:
+        raise _reject(joined, f"'{parts[0]}' is repeated")
+    roles = [getattr(MODES.get(p), "role", "base") for p in parts]  # unknown names: KeyError listing the known ones
+    if "base" in roles:
+        base = parts[roles.index("base")]
+        raise _reject(joined, f"'{base}' does not compose; use the other mode alone")
+    if roles[0] == roles[1]:
+        kind = "robustness" if roles[0] == "robust" else "fairness"
+        raise _reject(joined, f"'{parts[0]}' and '{parts[1]}' are both {kind} terms; pick one")
+    r_i = roles.index("robust")
+    pair = (parts[r_i], parts[1 - r_i])
+    if pair not in SUPPORTED:
+        raise _reject(joined, _REASONS.get(pair, "this pair is not implemented"))
+    return parts
+
+
+@cache
+def _params_model(parts: tuple[str, ...]) -> type[ModeParams]:
+    models = [getattr(MODES.get(p), "Params", ModeParams) for p in parts]
+    if len(models) == 1:
+        return models[0]
+    fields: dict[str, Any] = {}
+    for model in models:
+        for key, info in model.model_fields.items():
+            if key in fields:
+                raise ValueError(f"parameter '{key}' is ambiguous in mode '{'+'.join(parts)}'")
+            fields[key] = (info.annotation, info)
+    cls = create_model("".join(p.title().replace("_", "") for p in parts) + "Params",
+                       __base__=ModeParams, **fields)
+    # the parts' constraints travel with their FieldInfo (Field(ge=...), Annotated validators)
+    cls.__doc__ = f"Parameters of the composed mode '{'+'.join(parts)}' (union of its parts')."
+    return cls
+
+
+def mode_params_model(name: str) -> type[ModeParams]:
+    """The pydantic model of ``mode_params`` for mode ``name`` (a composition takes the union
+    of its parts' parameters)."""
+    return _params_model(check_mode(name))
+
+
+def validate_mode_params(name: str, params: dict[str, Any]) -> ModeParams:
+    """``params`` checked against the mode's parameter model(s); raises pydantic's
+    ``ValidationError`` (locations relative to ``mode_params``)."""
+    return _params_model(check_mode(name)).model_validate(dict(params))
+
+
+def mode_summary(name: str) -> str:
+    parts = check_mode(name)
+    return " + ".join(getattr(MODES.get(p), "summary", "") for p in parts)
 
 
 def _split_params(parts: Sequence[str], factories: Sequence[Any],
@@ -75,23 +151,11 @@ def _split_params(parts: Sequence[str], factories: Sequence[Any],
 
 def compose(parts: Sequence[str], **params: Any) -> LossFn:
     """The loss of a ``robust+fairness`` composition (see the module docstring)."""
-    name = "+".join(parts)
-    if len(parts) != 2:
-        raise _reject(name, "compose exactly one robust mode with one fairness mode")
-    if parts[0] == parts[1]:
-        raise _reject(name, f"'{parts[0]}' is repeated")
-    factories = [MODES.get(p) for p in parts]  # unknown names: KeyError listing the known ones
-    roles = [getattr(f, "role", "base") for f in factories]
-    if "base" in roles:
-        base = parts[roles.index("base")]
-        raise _reject(name, f"'{base}' does not compose; use the other mode alone")
-    if roles[0] == roles[1]:
-        kind = "robustness" if roles[0] == "robust" else "fairness"
-        raise _reject(name, f"'{parts[0]}' and '{parts[1]}' are both {kind} terms; pick one")
-    r_i = roles.index("robust")
-    pair = (parts[r_i], parts[1 - r_i])
-    if pair not in SUPPORTED:
-        raise _reject(name, _REASONS.get(pair, "this pair is not implemented"))
+    parts = check_mode("+".join(parts))
+    if len(parts) != 2:  # a single registered name: not a composition
+        raise _reject(parts[0], "compose exactly one robust mode with one fairness mode")
+    factories = [MODES.get(p) for p in parts]
+    r_i = [getattr(f, "role", "base") for f in factories].index("robust")
     kwargs = _split_params(parts, factories, params)
     robust = factories[r_i](**kwargs[r_i])
     fair = factories[1 - r_i](**kwargs[1 - r_i])
@@ -102,3 +166,16 @@ def compose(parts: Sequence[str], **params: Any) -> LossFn:
     loss.robust = robust  # type: ignore[attr-defined]
     loss.fair = fair  # type: ignore[attr-defined]
     return loss
+
+
+def make_loss(name: str, **params: Any) -> LossFn:
+    """Build the loss function of a registered training mode or a supported composition."""
+    parts = mode_parts(name)
+    if len(parts) > 1:
+        return compose(parts, **params)
+    return MODES.get(parts[0])(**params)
+
+
+def needs_group_head(name: str) -> bool:
+    """Whether the mode (or any part of a composition) trains a group head."""
+    return any(getattr(MODES.get(p), "needs_group_head", False) for p in mode_parts(name))

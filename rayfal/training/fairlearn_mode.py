@@ -33,14 +33,27 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from rayfal.fairness import metrics as M
-from rayfal.training.modes import MODES, LossFn
+from rayfal.training.modes import MODES, LossFn, ModeParams, register_mode
 
-FAIRLEARN_DEFAULTS = {"constraint": "dp", "eps": 0.04, "max_iter": 50, "C": 1.0, "eta0": 2.0}
+
+class FairlearnParams(ModeParams):
+    """Parameters of ``fairlearn`` (module docstring)."""
+
+    constraint: Literal["dp", "eo"] = Field(
+        "dp", description="dp: DemographicParity, eo: EqualizedOdds (error-rate balance)")
+    eps: float = Field(0.04, gt=0, description="difference_bound of the constraint")
+    max_iter: int = Field(50, ge=1, description="exponentiated-gradient iterations")
+    C: float = Field(1.0, gt=0, description="inverse L2 strength of the logistic regression")
+    eta0: float = Field(2.0, gt=0, description="initial step of the exponentiated gradient")
+
+
+FAIRLEARN_DEFAULTS = {k: f.default for k, f in FairlearnParams.model_fields.items()}
 
 
 def _check_params(params: dict) -> dict:
@@ -56,7 +69,9 @@ def _check_params(params: dict) -> dict:
     return p
 
 
-@MODES.register("fairlearn")
+@register_mode("fairlearn", params=FairlearnParams, post_fit=True,
+               summary="standard CE for the network; a fairlearn reduction (parity-"
+                       "constrained logistic regression) gives the round's metrics")
 def fairlearn_loss(**params: Any) -> LossFn:
     """The network's loss in this mode: the standard cross-entropy (module docstring)."""
     from rayfal.training.standard import standard_loss
@@ -64,8 +79,6 @@ def fairlearn_loss(**params: Any) -> LossFn:
     _check_params(params)
     return standard_loss()
 
-
-fairlearn_loss.post_fit = True  # type: ignore[attr-defined]
 
 
 class _Constant:

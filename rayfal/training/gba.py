@@ -42,11 +42,19 @@ parameter gradients.
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
 from rayfal.training.grad import fair_module, group_logs
-from rayfal.training.modes import MODES, Batch, check_groups
+from rayfal.training.modes import Batch, ModeParams, check_groups, register_mode
+
+
+class GBAParams(ModeParams):
+    """Parameters of ``gba``."""
+
+    lam: float = Field(1.0, ge=0, description="lambda: weight of the reversed group loss")
+    rescale: bool = Field(False, description="rescale each row's kept features by D / #kept")
 
 
 def gba_mask(group_head: nn.Module, z: torch.Tensor, group: torch.Tensor,
@@ -98,10 +106,8 @@ class GBALoss:
         return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()), **logs}
 
 
-@MODES.register("gba")
+@register_mode("gba", params=GBAParams, role="fair", needs_group_head=True,
+               summary="GBA: class head on group-gradient-masked features + reversed group CE")
 def gba_loss(*, lam: float = 1.0, rescale: bool = False) -> GBALoss:
     return GBALoss(lam, rescale)
 
-
-gba_loss.role = "fair"  # type: ignore[attr-defined]
-gba_loss.needs_group_head = True  # type: ignore[attr-defined]

@@ -15,10 +15,17 @@ through the DDP wrapper when there is one — so gradients are synchronised as i
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch.nn import functional as F
 
 from rayfal.models.fair import FairModel
-from rayfal.training.modes import MODES, Batch, check_groups, unwrap
+from rayfal.training.modes import Batch, ModeParams, check_groups, register_mode, unwrap
+
+
+class GradParams(ModeParams):
+    """Parameters of ``grad``."""
+
+    lam: float = Field(1.0, ge=0, description="lambda: weight of the reversed group loss (Eq. 2)")
 
 
 def fair_module(model: torch.nn.Module, mode: str) -> FairModel:
@@ -61,10 +68,8 @@ class GradLoss:
         return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()), **logs}
 
 
-@MODES.register("grad")
+@register_mode("grad", params=GradParams, role="fair", needs_group_head=True,
+               summary="GRAD: CE + lambda * group CE through gradient reversal (Eq. 2)")
 def grad_loss(*, lam: float = 1.0) -> GradLoss:
     return GradLoss(lam)
 
-
-grad_loss.role = "fair"  # type: ignore[attr-defined]
-grad_loss.needs_group_head = True  # type: ignore[attr-defined]

@@ -4,6 +4,9 @@
 (the optimised total) and ``ce`` (the classification cross-entropy on the inputs the classifier
 is trained on: adversarial ones for ``pgd_at``, clean ones otherwise), plus its own terms.
 
+Each mode file declares its ``Params`` (a pydantic model of ``mode_params``) and a one-line
+``summary`` next to its factory (:func:`rayfal.training.registry.register_mode`).
+
 Modes compose as ``"<robust>+<fairness>"`` (see :mod:`rayfal.training.compose`), e.g.
 ``make_loss("trades+grad", beta=6.0, lam=0.5)``; :func:`needs_group_head` tells the driver to
 build the model with a group head (``build_model(..., num_groups=G)``).
@@ -16,36 +19,42 @@ from typing import Any
 
 import torch
 
-from rayfal.registry import Registry
+# the registry and the dispatch live apart (registry.py, compose.py) so that neither imports
+# this module: re-exported here for the callers of ``rayfal.training.modes``
+from rayfal.training.compose import (
+    check_mode,
+    make_loss,
+    mode_params_model,
+    needs_group_head,
+    validate_mode_params,
+)
+from rayfal.training.registry import (
+    MODES,
+    Batch,
+    LossFn,
+    ModeParams,
+    mode_parts,
+    register_mode,
+)
 
-Batch = dict[str, torch.Tensor]
-LossFn = Callable[[torch.nn.Module, Batch], tuple[torch.Tensor, dict[str, float]]]
-
-#: name -> factory(**mode_params) -> LossFn
-MODES: Registry = Registry("training mode")
-
-
-def mode_parts(name: str) -> tuple[str, ...]:
-    """``"trades+grad"`` -> ``("trades", "grad")`` (whitespace around parts is ignored)."""
-    parts = tuple(p.strip() for p in str(name).split("+"))
-    if not all(parts):
-        raise ValueError(f"malformed training mode {name!r}: empty part around '+'")
-    return parts
-
-
-def make_loss(name: str, **params: Any) -> LossFn:
-    """Build the loss function of a registered training mode or a supported composition."""
-    parts = mode_parts(name)
-    if len(parts) > 1:
-        from rayfal.training.compose import compose
-
-        return compose(parts, **params)
-    return MODES.get(parts[0])(**params)
-
-
-def needs_group_head(name: str) -> bool:
-    """Whether the mode (or any part of a composition) trains a group head."""
-    return any(getattr(MODES.get(p), "needs_group_head", False) for p in mode_parts(name))
+__all__ = [
+    "MODES",
+    "Batch",
+    "ClassForward",
+    "LossFn",
+    "ModeParams",
+    "check_groups",
+    "check_mode",
+    "make_loss",
+    "mode_params_model",
+    "mode_parts",
+    "needs_group_head",
+    "plain_forward",
+    "register_mode",
+    "resolve_clamp",
+    "unwrap",
+    "validate_mode_params",
+]
 
 
 # ----------------------------------------------------------------------------- shared helpers

@@ -14,13 +14,54 @@ the adversarial batch: the whole fairness objective is trained on the worst-case
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import AfterValidator, Field
 from torch.nn import functional as F
 
 from rayfal.attacks import pgd
-from rayfal.training.modes import MODES, Batch, ClassForward, plain_forward, resolve_clamp
+from rayfal.training.modes import (
+    Batch,
+    ClassForward,
+    ModeParams,
+    plain_forward,
+    register_mode,
+    resolve_clamp,
+)
+
+
+def _check_clamp(value: Any) -> Any:
+    """``"auto"``, ``null`` or ``[low, high]`` with ``low < high`` (as :func:`resolve_clamp`)."""
+    if value is None or value == "auto":
+        return value
+    if (isinstance(value, list | tuple) and len(value) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+            and value[0] < value[1]):
+        return [float(value[0]), float(value[1])]
+    raise ValueError("clamp must be 'auto', null or [low, high] with low < high")
+
+
+#: the input range after an attack step: ``"auto"`` ([0, 1] for images), ``null`` or a pair
+Clamp = Annotated[Any, AfterValidator(_check_clamp),
+                  Field(json_schema_extra={"anyOf": [{"const": "auto"}, {"type": "null"},
+                                                     {"type": "array", "items": {"type": "number"},
+                                                      "minItems": 2, "maxItems": 2}]})]
+
+
+class AttackParams(ModeParams):
+    """The L-inf PGD threat model (``pgd_at``, and the attack part of ``trades``)."""
+
+    eps: float = Field(8 / 255, ge=0, description="L-inf radius of the attack")
+    alpha: float = Field(2 / 255, gt=0, description="step size of each PGD step")
+    steps: int = Field(10, ge=0, description="PGD steps")
+    random_start: bool = Field(True, description="start at a uniform point of the ball")
+    clamp: Clamp = Field("auto", description="input range: 'auto' ([0, 1] for images), null "
+                                             "or [low, high]")
+
+
+class PGDATParams(AttackParams):
+    """Parameters of ``pgd_at``."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +107,8 @@ class PGDAdversarialLoss:
         return self.term(model, batch, plain_forward)
 
 
-@MODES.register("pgd_at")
+@register_mode("pgd_at", params=PGDATParams, role="robust",
+               summary="PGD adversarial training (Madry et al.): CE on L-inf PGD examples")
 def pgd_at_loss(
     *,
     eps: float = 8 / 255,
@@ -77,5 +119,3 @@ def pgd_at_loss(
 ) -> PGDAdversarialLoss:
     return PGDAdversarialLoss(AttackSettings(eps, alpha, steps, random_start, clamp))
 
-
-pgd_at_loss.role = "robust"  # type: ignore[attr-defined]

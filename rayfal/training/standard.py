@@ -5,10 +5,15 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from rayfal.training.modes import MODES, Batch, LossFn
+from rayfal.training.modes import Batch, LossFn, ModeParams, register_mode
 
 
-@MODES.register("standard")
+class StandardParams(ModeParams):
+    """``standard`` takes no parameters."""
+
+
+@register_mode("standard", params=StandardParams,
+               summary="cross-entropy on the labelled set (empirical risk minimisation)")
 def standard_loss() -> LossFn:
     def loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         logits = model(batch["x"])

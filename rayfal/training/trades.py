@@ -23,11 +23,20 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch.nn import functional as F
 
 from rayfal.models.mc_dropout import MCDropout, dropout_masks
-from rayfal.training.modes import MODES, Batch, ClassForward, plain_forward
-from rayfal.training.pgd_at import AttackSettings
+from rayfal.training.modes import Batch, ClassForward, plain_forward, register_mode
+from rayfal.training.pgd_at import AttackParams, AttackSettings
+
+
+class TradesParams(AttackParams):
+    """Parameters of ``trades``: β and the KL attack (``eps``, ``alpha``, ``steps``, ...)."""
+
+    beta: float = Field(6.0, ge=0, description="weight of the KL term (the paper's 1/lambda)")
+    paired_dropout: bool = Field(True, description="clean and adversarial forwards share their "
+                                                   "MC-dropout masks")
 
 
 class PairedMasks:
@@ -88,7 +97,8 @@ class TradesLoss:
         return self.term(model, batch, plain_forward)
 
 
-@MODES.register("trades")
+@register_mode("trades", params=TradesParams, role="robust",
+               summary="TRADES (Zhang et al.): CE(f(x), y) + beta * KL(p(x) || p(x_adv))")
 def trades_loss(
     *,
     beta: float = 6.0,
@@ -102,5 +112,3 @@ def trades_loss(
     return TradesLoss(beta, AttackSettings(eps, alpha, steps, random_start, clamp),
                       paired_dropout)
 
-
-trades_loss.role = "robust"  # type: ignore[attr-defined]

@@ -318,7 +318,7 @@ def best_job(resolved: dict, params: dict[str, Any], note: str | None = None) ->
 def check_runnable(raw: dict, source: str) -> JobConfig:
     """Validate a trial job fully: config, then the campaign's loss and strategy factories."""
     from rayfal.acquisition import make_strategy
-    from rayfal.driver import campaign_training
+    from rayfal.config import campaign_training
     from rayfal.training.modes import make_loss
 
     cfg = config_from_dict(raw, source=source)
