@@ -309,12 +309,21 @@ def test_write_report_creates_all_files(run_dir: Path) -> None:
         "selection_audit.png",
         "selection_audit.csv",
         "timings.csv",
+        "paired.md",
+        "paired.csv",
+        "paired_rounds.csv",
+        "paired_differences.png",
     }
     assert set(paths) == expected
     for name, path in paths.items():
         assert path == run_dir / "report" / name
         assert path.is_file() and path.stat().st_size > 0, name
-    for name in ("curves.png", "epistemic_gap.png", "selection_audit.png"):
+    for name in (
+        "curves.png",
+        "epistemic_gap.png",
+        "selection_audit.png",
+        "paired_differences.png",
+    ):
         _assert_png(paths[name])
     md = paths["table1.md"].read_text("utf-8")
     assert "±" in md and "random" in md and "bald+grad(0.5)" in md
