@@ -13,6 +13,7 @@ import pytest
 from rayfal.data import schema
 from rayfal.data.sources import glyphs
 from rayfal.data.sources.glyphs import SCENARIOS, generate_glyphs, render_glyphs
+from rayfal.data.sources.glyphs import write as glyphs_write
 
 SMALL = dict(n_pool=600, n_test=200, shard_rows=256, progress=False)
 
@@ -199,7 +200,7 @@ def test_cache_hit_and_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     def boom(*args: object, **kwargs: object) -> None:
         raise AssertionError("regenerated despite a cache hit")
 
-    monkeypatch.setattr(glyphs, "_generate_into", boom)
+    monkeypatch.setattr(glyphs_write, "_generate_into", boom)
     assert generate_glyphs(out, scenario="minority_group", seed=0, **SMALL) == first
     # correlation is unused by minority_group, so it does not invalidate the cache
     assert (
@@ -222,7 +223,7 @@ def test_cache_hit_and_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def test_atomic_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = glyphs._write_shard
+    real = glyphs_write._write_shard
 
     def flaky(*args: object) -> str:
         calls.append(args)
@@ -230,7 +231,7 @@ def test_atomic_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
             raise RuntimeError("disk on fire")
         return real(*args)
 
-    monkeypatch.setattr(glyphs, "_write_shard", flaky)
+    monkeypatch.setattr(glyphs_write, "_write_shard", flaky)
     with pytest.raises(RuntimeError, match="disk on fire"):
         generate_glyphs(tmp_path / "ds", scenario="minority_group", **SMALL)
     assert list(tmp_path.iterdir()) == []  # neither the dataset nor the temp dir remain

@@ -1,4 +1,5 @@
-"""Unit tests for rayfal.fairness.metrics (hand-computed expected values)."""
+"""Unit tests for rayfal.fairness.metrics: hand-computed expected values, and agreement with
+fairlearn's own functions on seeded random arrays (the intended differences tested as relations)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 
 from rayfal.fairness.metrics import (
     accuracy_by_group,
+    accuracy_gap,
     demographic_parity_difference,
     equal_opportunity_difference,
     equalized_odds_difference,
@@ -38,9 +40,14 @@ def test_accuracy_by_group_three_groups() -> None:
     assert accuracy_by_group(Y3, P3, groups=G3) == {0: 0.75, 1: 0.75, 2: 0.5}
 
 
-def test_worst_group_accuracy_and_predictive_parity() -> None:
+def test_worst_group_accuracy_and_accuracy_gap() -> None:
     assert worst_group_accuracy(Y3, P3, groups=G3) == 0.5
-    assert predictive_parity(Y3, P3, groups=G3) == pytest.approx(0.25)
+    assert accuracy_gap(Y3, P3, groups=G3) == pytest.approx(0.25)
+
+
+def test_predictive_parity_is_a_deprecated_alias_of_accuracy_gap() -> None:
+    with pytest.warns(DeprecationWarning, match="accuracy_gap"):
+        assert predictive_parity(Y3, P3, groups=G3) == accuracy_gap(Y3, P3, groups=G3)
 
 
 def test_accuracy_metrics_accept_multiclass_labels() -> None:
@@ -48,7 +55,7 @@ def test_accuracy_metrics_accept_multiclass_labels() -> None:
     p = [0, 1, 1, 2, 0, 0]
     g = [0, 0, 0, 1, 1, 1]
     assert accuracy_by_group(y, p, groups=g) == pytest.approx({0: 2 / 3, 1: 2 / 3})
-    assert predictive_parity(y, p, groups=g) == pytest.approx(0.0)
+    assert accuracy_gap(y, p, groups=g) == pytest.approx(0.0)
 
 
 def test_demographic_parity_difference() -> None:
@@ -116,7 +123,7 @@ def test_single_group_disparities_are_zero() -> None:
     g = ["only"] * 5
     assert accuracy_by_group(y, p, groups=g) == {"only": 0.6}
     assert worst_group_accuracy(y, p, groups=g) == pytest.approx(0.6)
-    assert predictive_parity(y, p, groups=g) == 0.0
+    assert accuracy_gap(y, p, groups=g) == 0.0
     assert demographic_parity_difference(p, groups=g) == 0.0
     assert equal_opportunity_difference(y, p, groups=g) == 0.0
     assert equalized_odds_difference(y, p, groups=g) == 0.0
@@ -240,3 +247,109 @@ def test_non_binary_rejected_with_values() -> None:
 def test_not_1d_rejected() -> None:
     with pytest.raises(ValueError, match="1-D"):
         accuracy_by_group([[0, 1]], [[0, 1]], groups=[[0, 1]])
+
+
+# --------------------------------------------------------------------------- fairlearn
+
+
+def _random_case(seed: int, n: int, groups: list, multiclass: bool = False):
+    """Seeded arrays with several (unequal-sized) groups; every group has both labels."""
+    rng = np.random.default_rng(seed)
+    g = np.asarray(groups)[rng.integers(0, len(groups), size=n)]
+    y = rng.integers(0, 3 if multiclass else 2, size=n)
+    p = np.where(rng.random(n) < 0.7, y, rng.integers(0, 3 if multiclass else 2, size=n))
+    for key in groups:  # guarantee a positive and a negative in every group
+        rows = np.flatnonzero(g == key)
+        y[rows[0]], y[rows[1]] = 1, 0
+    return y, p, g
+
+
+FAIRLEARN_CASES = [(0, 200, [0, 1, 2]), (1, 500, [0, 1, 2, 3, 4]), (2, 300, ["x", "y", "z", "w"]),
+                   (3, 61, [7, 9])]
+
+
+@pytest.mark.parametrize(("seed", "n", "groups"), FAIRLEARN_CASES)
+def test_accuracy_metrics_match_fairlearn_metricframe(seed, n, groups) -> None:
+    fm = pytest.importorskip("fairlearn.metrics")
+    from sklearn.metrics import accuracy_score
+
+    for multiclass in (False, True):
+        y, p, g = _random_case(seed, n, groups, multiclass)
+        mf = fm.MetricFrame(metrics=accuracy_score, y_true=y, y_pred=p, sensitive_features=g)
+        ours = accuracy_by_group(y, p, groups=g)
+        theirs = mf.by_group
+        assert sorted(ours) == sorted(theirs.index.tolist())
+        for key, acc in ours.items():
+            assert acc == pytest.approx(theirs[key], abs=1e-12)
+        assert worst_group_accuracy(y, p, groups=g) == pytest.approx(mf.group_min(), abs=1e-12)
+        assert accuracy_gap(y, p, groups=g) == pytest.approx(mf.difference(), abs=1e-12)
+        report = fairness_report(y, p, groups=g)
+        assert report["accuracy"] == pytest.approx(mf.overall, abs=1e-12)
+        assert report["predictive_parity"] == pytest.approx(mf.difference(), abs=1e-12)
+
+
+@pytest.mark.parametrize(("seed", "n", "groups"), FAIRLEARN_CASES)
+def test_rate_gaps_match_fairlearn(seed, n, groups) -> None:
+    fm = pytest.importorskip("fairlearn.metrics")
+
+    y, p, g = _random_case(seed, n, groups)
+    kw = {"sensitive_features": g}
+    sel = fm.MetricFrame(metrics=fm.selection_rate, y_true=y, y_pred=p, **kw)
+    assert demographic_parity_difference(p, groups=g) == pytest.approx(
+        fm.demographic_parity_difference(y, p, **kw), abs=1e-12)
+    assert demographic_parity_difference(p, groups=g) == pytest.approx(sel.difference(),
+                                                                       abs=1e-12)
+    assert equal_opportunity_difference(y, p, groups=g) == pytest.approx(
+        fm.equal_opportunity_difference(y, p, **kw), abs=1e-12)
+    eo = fm.equalized_odds_difference(y, p, **kw)
+    assert equalized_odds_difference(y, p, groups=g) == pytest.approx(eo, abs=1e-12)
+    assert error_rate_balance(y, p, groups=g) == pytest.approx(eo, abs=1e-12)
+    report = fairness_report(y, p, groups=g)
+    assert report["demographic_parity_difference"] == pytest.approx(
+        fm.demographic_parity_difference(y, p, **kw), abs=1e-12)
+    assert report["equalized_odds_difference"] == pytest.approx(eo, abs=1e-12)
+
+
+@pytest.mark.parametrize(("seed", "n", "groups"), FAIRLEARN_CASES)
+def test_panda_table1_metrics_are_fairlearn_to_overall(seed, n, groups) -> None:
+    """PANDA's Table 1 definitions differ from the between-group spreads on purpose: they are
+    fairlearn's ``method="to_overall"`` variants, and lie in [spread / 2, spread]."""
+    fm = pytest.importorskip("fairlearn.metrics")
+
+    y, p, g = _random_case(seed, n, groups)
+    kw = {"sensitive_features": g, "method": "to_overall"}
+    dp = panda_demographic_parity(p, groups=g)
+    assert dp == pytest.approx(fm.demographic_parity_difference(y, p, **kw), abs=1e-12)
+    sel = fm.MetricFrame(metrics=fm.selection_rate, y_true=y, y_pred=p, sensitive_features=g)
+    assert dp == pytest.approx(sel.difference(method="to_overall"), abs=1e-12)
+    eo = panda_equalized_odds(y, p, groups=g)
+    assert eo == pytest.approx(fm.equalized_odds_difference(y, p, **kw), abs=1e-12)
+    spread_dp = demographic_parity_difference(p, groups=g)
+    spread_eo = equalized_odds_difference(y, p, groups=g)
+    assert spread_dp / 2 - 1e-12 <= dp <= spread_dp + 1e-12
+    assert spread_eo / 2 - 1e-12 <= eo <= spread_eo + 1e-12
+
+
+def test_groups_without_positives_differ_from_fairlearn_as_documented() -> None:
+    """A group without positives has no TPR: rayfal skips it, fairlearn counts it as 0. On the
+    groups where every rate is defined the two agree."""
+    fm = pytest.importorskip("fairlearn.metrics")
+
+    y, p, g = _random_case(5, 400, [0, 1, 2, 3])
+    y[g == 3] = 0  # group 3: negatives only
+    p[g == 3] = (np.arange(int((g == 3).sum())) % 3 == 0).astype(p.dtype)  # some FPR > 0
+    tpr = fm.MetricFrame(metrics=fm.true_positive_rate, y_true=y, y_pred=p,
+                         sensitive_features=g).by_group
+    assert tpr[3] == 0.0  # fairlearn: zero_division -> 0
+    defined = g != 3
+    ours_eop = equal_opportunity_difference(y, p, groups=g)
+    assert ours_eop == pytest.approx(
+        fm.equal_opportunity_difference(y[defined], p[defined], sensitive_features=g[defined]),
+        abs=1e-12)
+    assert ours_eop == pytest.approx(tpr.drop(3).max() - tpr.drop(3).min(), abs=1e-12)
+    assert fm.equal_opportunity_difference(y, p, sensitive_features=g) == pytest.approx(
+        tpr.max(), abs=1e-12)  # the 0 of group 3 is fairlearn's minimum
+    fpr = fm.MetricFrame(metrics=fm.false_positive_rate, y_true=y, y_pred=p,
+                         sensitive_features=g).by_group
+    assert equalized_odds_difference(y, p, groups=g) == pytest.approx(
+        max(ours_eop, fpr.max() - fpr.min()), abs=1e-12)

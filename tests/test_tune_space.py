@@ -173,6 +173,166 @@ def test_best_index_with_constraint():
     assert best_index(np.array([np.nan]), "max") is None
 
 
+# ----------------------------------------------------------------------------- the searcher
+
+
+def raw_spec(objectives, constraint=None):
+    """A TuneSpec straight from a ``tune:`` mapping (no job checks: no campaign factories)."""
+    from rayfal.tune.space import parse_tune
+
+    raw = {"space": {"training.mode_params.lam": "loguniform(0.01, 10)",
+                     "training.epochs": "int(1, 3)"},
+           "objectives": [{"metric": m, "mode": d} for m, d in objectives], "seed": 1}
+    if constraint:
+        raw["constraint"] = {"metric": constraint[0], "max": constraint[1]}
+    return parse_tune(raw)
+
+
+MULTI = [("accuracy", "max"), ("predictive_parity", "min")]
+
+
+def searcher_for(spec, max_rounds=3, storage=None):
+    optuna = pytest.importorskip("optuna")
+    from rayfal.tune.searcher import RayfalOptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return RayfalOptunaSearch(spec, max_rounds=max_rounds,
+                              storage=storage or optuna.storages.InMemoryStorage())
+
+
+def test_searcher_tells_complete_pruned_failed_through_public_optuna_api(tmp_path):
+    from optuna.trial import TrialState
+
+    from rayfal.tune.searcher import STUDY_NAME, make_storage
+
+    spec = raw_spec(MULTI, ("demographic_parity", 0.05))
+    searcher = searcher_for(spec, storage=make_storage(tmp_path))
+    configs = {tid: searcher.suggest(tid) for tid in "abcdef"}
+    assert [c["_trial_dir"] for c in configs.values()] == [f"trial_{i:04d}" for i in range(6)]
+    assert all(0.01 <= c["training.mode_params.lam"] <= 10 and c["training.epochs"] in (1, 2, 3)
+               for c in configs.values())
+    full = {"accuracy": 0.8, "predictive_parity": 0.1, "demographic_parity": 0.02,
+            "rounds_done": 3}
+    searcher.on_trial_complete("a", full)
+    searcher.on_trial_complete("a", {**full, "accuracy": 0.1})  # a second completion: ignored
+    searcher.on_trial_complete("b", {**full, "rounds_done": 2})  # stopped early (ASHA)
+    searcher.on_trial_complete("c", {**full, "accuracy": float("nan")})
+    searcher.on_trial_complete("d", None, error=True)
+    searcher.on_trial_complete("e", {**full, "demographic_parity": 0.2})
+    searcher.on_trial_complete("unknown", full)  # never suggested: ignored
+    # a new searcher on the same storage continues the same study (resume); its trials follow
+    again = searcher_for(spec, storage=make_storage(tmp_path))
+    assert again.study.study_name == STUDY_NAME and len(again.study.trials) == 6
+    t = again.study.trials
+    assert [x.state for x in t] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
+                                    TrialState.FAIL, TrialState.COMPLETE, TrialState.RUNNING]
+    assert t[0].values == [0.8, 0.1] and t[1].values is None
+    assert t[0].user_attrs["metric_demographic_parity"] == 0.02
+    assert t[0].user_attrs["rounds_done"] == 3 and t[1].user_attrs["rounds_done"] == 2
+    assert t[0].user_attrs["constraint"] == [pytest.approx(-0.03)]
+    if hasattr(t[0], "constraints"):  # Optuna >= 5: Optuna's own constraint record
+        assert t[0].constraints == {"demographic_parity": pytest.approx(-0.03)}
+        assert t[4].constraints == {"demographic_parity": pytest.approx(0.15)}
+    assert [x.number for x in again.study.best_trials] == [0]  # trial 4 is infeasible
+    assert again.study.directions[0].name == "MAXIMIZE"
+
+
+def test_searcher_single_objective_reports_rounds_and_survives_save_restore(tmp_path):
+    import pickle
+
+    from rayfal.tune.searcher import make_storage
+
+    spec = raw_spec([("f_score", "max")], ("panda_dp", 0.04))
+    searcher = searcher_for(spec, max_rounds=2, storage=make_storage(tmp_path))  # as rayfal
+    searcher.suggest("a")
+    searcher.suggest("b")
+    for step, f in ((1, 0.4), (2, 0.5)):
+        searcher.on_trial_result("a", {"f_score": f, "training_iteration": step,
+                                       "rounds_done": step})
+    searcher.on_trial_complete("a", {"f_score": 0.5, "panda_dp": 0.01, "rounds_done": 2})
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    restored = pickle.loads(pickle.dumps(searcher))  # Ray Tune pickles the searcher
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_complete("b", {"f_score": 0.9, "panda_dp": 0.5, "rounds_done": 2})
+    trials = restored.study.trials
+    assert trials[0].intermediate_values == {1: 0.4, 2: 0.5}
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert restored.study.best_trial.number == 0  # trial 1 scores higher but is infeasible
+
+
+# ----------------------------------------------------------------------------- pareto.py vs Optuna
+
+
+def _hand_made_study(spec, rows, tmp_path):
+    """Drive the searcher with hand-made results (rows of metric dicts, None = error)."""
+    searcher = searcher_for(spec, max_rounds=3)
+    for k, result in enumerate(rows):
+        searcher.suggest(str(k))
+        searcher.on_trial_complete(str(k), result, error=result is None)
+    return searcher.study
+
+
+@pytest.mark.parametrize("modes", [("max", "min"), ("min", "min"), ("max", "max")])
+def test_pareto_front_agrees_with_optuna_best_trials(tmp_path, modes):
+    """rayfal's front (results.select over trials_frame, i.e. pareto.non_dominated) is Optuna's
+    ``study.best_trials`` on the same trials: COMPLETE and feasible, exact dominance; ties,
+    duplicates, pruned, failed and infeasible trials included."""
+    from rayfal.tune.results import select, trials_frame
+
+    spec = raw_spec(list(zip(("accuracy", "predictive_parity"), modes, strict=True)),
+                    ("demographic_parity", 0.3))
+    rng = np.random.default_rng(7)
+    rows = []
+    for k in range(40):
+        acc, dpp = (rng.integers(0, 6, 2) / 5).tolist()  # many ties and duplicates
+        rows.append(None if k % 11 == 5 else {
+            "accuracy": acc, "predictive_parity": dpp,
+            "demographic_parity": float(rng.choice([0.1, 0.2, 0.3, 0.5])),
+            "rounds_done": 2 if k % 7 == 3 else 3})
+    study = _hand_made_study(spec, rows, tmp_path)
+    expect = {t.number for t in study.best_trials}
+    assert len(expect) >= 2
+    df = trials_frame(study, tmp_path, spec, max_rounds=3)
+    assert set(select(df, spec)["trial"]) == expect
+    ok = df[df["finished"] & df["feasible"]]  # pareto.py directly, with and without tolerance
+    pts = ok[spec.metrics].to_numpy(float)
+    for atol in (0.0, 1e-9):
+        assert set(ok["trial"].iloc[non_dominated(pts, spec.modes, atol=atol)]) == expect
+    for t in study.trials:  # the feasibility rule is Optuna's: every constraint value <= 0
+        if t.state.name == "COMPLETE" and hasattr(t, "constraints"):
+            row = df[df["trial"] == t.number].iloc[0]
+            assert bool(row["feasible"]) == all(v <= 0 for v in t.constraints.values())
+
+
+def test_best_index_agrees_with_optuna_best_trial(tmp_path):
+    """One objective with a constraint: rayfal's best trial is Optuna's ``study.best_trial``
+    when a feasible trial exists; when none is, Optuna raises and rayfal (intentionally)
+    returns the least violating trial."""
+    from rayfal.tune.results import select, trials_frame
+
+    spec = raw_spec([("f_score", "max")], ("panda_dp", 0.04))
+    rng = np.random.default_rng(3)
+    rows = [{"f_score": float(f), "panda_dp": float(dp), "rounds_done": 3 - (k % 5 == 2)}
+            for k, (f, dp) in enumerate(zip(rng.permutation(30) / 30, rng.random(30) * 0.08,
+                                            strict=True))]
+    study = _hand_made_study(spec, rows, tmp_path)
+    df = trials_frame(study, tmp_path, spec, max_rounds=3)
+    assert int(select(df, spec)["trial"].iloc[0]) == study.best_trial.number
+    done = df[df["finished"]]
+    viol = (done["panda_dp"] - 0.04).to_numpy(float)
+    assert int(done["trial"].iloc[best_index(done["f_score"].to_numpy(float), "max", viol)]) \
+        == study.best_trial.number
+
+    infeasible = _hand_made_study(spec, [{**r, "panda_dp": r["panda_dp"] + 0.1} for r in rows],
+                                  tmp_path)
+    with pytest.raises(ValueError):
+        infeasible.best_trial  # noqa: B018
+    df = trials_frame(infeasible, tmp_path, spec, max_rounds=3)
+    chosen = select(df, spec).iloc[0]
+    assert not chosen["feasible"]
+    assert chosen["panda_dp"] == df[df["finished"]]["panda_dp"].min()
+
+
 # ----------------------------------------------------------------------------- study recovery
 
 

@@ -9,14 +9,25 @@ Conventions (shared by every function here):
   rate, TPR, FPR) require binary ``{0, 1}`` values (bools and ``0.0``/``1.0`` are accepted).
 * With a single group every disparity is ``0.0`` (there is nothing to compare).
 * A group with no positives (``y_true == 1``) is skipped for the TPR, and one with no negatives
-  is skipped for the FPR (like fairlearn, which leaves such rates undefined). If no group
-  (or only one) has a defined rate, that gap is ``0.0``.
+  is skipped for the FPR (its rate is undefined). If no group (or only one) has a defined rate,
+  that gap is ``0.0``. This is where rayfal *intentionally differs from fairlearn*: fairlearn's
+  ``true_positive_rate`` / ``false_positive_rate`` return ``0.0`` for such a group (sklearn's
+  ``zero_division``), so its gaps count the undefined rate as 0. When every group has both
+  positives and negatives the two agree (``tests/test_metrics.py`` checks both cases).
+* fairlearn counterparts (checked to 1e-12 in ``tests/test_metrics.py``):
+  :func:`accuracy_by_group` = ``MetricFrame(accuracy_score).by_group``,
+  :func:`worst_group_accuracy` = ``.group_min()``, :func:`accuracy_gap` = ``.difference()``;
+  :func:`demographic_parity_difference`, :func:`equal_opportunity_difference` and
+  :func:`equalized_odds_difference` = fairlearn's functions of the same name (default
+  ``method="between_groups"``); :func:`panda_demographic_parity` /
+  :func:`panda_equalized_odds` = the same fairlearn functions with ``method="to_overall"``.
 * Invalid inputs raise ``ValueError``: arrays not 1-D, empty, of different lengths, containing
   NaN/None, or non-binary where binary is required.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable
 
 import numpy as np
@@ -24,6 +35,7 @@ from numpy.typing import ArrayLike
 
 __all__ = [
     "accuracy_by_group",
+    "accuracy_gap",
     "demographic_parity_difference",
     "equal_opportunity_difference",
     "equalized_odds_difference",
@@ -144,11 +156,25 @@ def worst_group_accuracy(y_true: ArrayLike, y_pred: ArrayLike, *, groups: ArrayL
     return min(accuracy_by_group(y_true, y_pred, groups=groups).values())
 
 
-def predictive_parity(y_true: ArrayLike, y_pred: ArrayLike, *, groups: ArrayLike) -> float:
-    """``delta_A = max_a A_a - min_a A_a`` (Branchaud-Charron et al. 2021, Sec. 2); 0.0 for
-    a single group."""
+def accuracy_gap(y_true: ArrayLike, y_pred: ArrayLike, *, groups: ArrayLike) -> float:
+    """The accuracy gap ``delta_A = max_a A_a - min_a A_a`` between the best and the worst
+    group (Branchaud-Charron et al. 2021, Sec. 2, who call it "predictive parity"); 0.0 for a
+    single group. Any labels. fairlearn: ``MetricFrame(metrics=accuracy_score, ...)
+    .difference()``."""
     acc = list(accuracy_by_group(y_true, y_pred, groups=groups).values())
     return float(max(acc) - min(acc))
+
+
+def predictive_parity(y_true: ArrayLike, y_pred: ArrayLike, *, groups: ArrayLike) -> float:
+    """Deprecated alias of :func:`accuracy_gap` (same value).
+
+    The name follows Branchaud-Charron et al. (2021), but elsewhere "predictive parity" means
+    equal *precision* across groups, which this is not. Round records and reports keep the
+    column name ``predictive_parity`` (see :func:`fairness_report`); new code should call
+    :func:`accuracy_gap`."""
+    warnings.warn("rayfal.fairness.metrics.predictive_parity is deprecated; it is the "
+                  "accuracy gap, use accuracy_gap", DeprecationWarning, stacklevel=2)
+    return accuracy_gap(y_true, y_pred, groups=groups)
 
 
 # --------------------------------------------------------------------------- rate gaps
@@ -156,7 +182,8 @@ def predictive_parity(y_true: ArrayLike, y_pred: ArrayLike, *, groups: ArrayLike
 
 def demographic_parity_difference(y_pred: ArrayLike, *, groups: ArrayLike) -> float:
     """``max_a P(y_hat=1 | g=a) - min_a P(y_hat=1 | g=a)`` (fairlearn's
-    ``demographic_parity_difference``: the spread of selection rates). Binary ``y_pred``."""
+    ``demographic_parity_difference``: the spread of selection rates). Binary ``y_pred``.
+    Equal to fairlearn's value (which also takes, and ignores, ``y_true``)."""
     _, yp, inverse, n_groups = _binary_inputs(None, y_pred, groups)
     return _gap(_rates(yp, inverse, n_groups, np.ones_like(yp, dtype=bool)))
 
@@ -164,8 +191,9 @@ def demographic_parity_difference(y_pred: ArrayLike, *, groups: ArrayLike) -> fl
 def equal_opportunity_difference(
     y_true: ArrayLike, y_pred: ArrayLike, *, groups: ArrayLike
 ) -> float:
-    """``max_a TPR_a - min_a TPR_a`` with ``TPR_a = P(y_hat=1 | y=1, g=a)`` (Hardt et al. 2016).
-    Groups without positives are skipped."""
+    """``max_a TPR_a - min_a TPR_a`` with ``TPR_a = P(y_hat=1 | y=1, g=a)`` (Hardt et al. 2016;
+    fairlearn's ``equal_opportunity_difference``). Groups without positives are skipped
+    (fairlearn counts their TPR as 0; see the module docstring)."""
     yt, yp, inverse, n_groups = _binary_inputs(y_true, y_pred, groups)
     return _gap(_rates(yp, inverse, n_groups, yt == 1))
 
@@ -173,7 +201,8 @@ def equal_opportunity_difference(
 def equalized_odds_difference(y_true: ArrayLike, y_pred: ArrayLike, *, groups: ArrayLike) -> float:
     """``max(max_a TPR_a - min_a TPR_a, max_a FPR_a - min_a FPR_a)`` (fairlearn's
     ``equalized_odds_difference``), ``FPR_a = P(y_hat=1 | y=0, g=a)``. Groups without
-    positives (negatives) are skipped for the TPR (FPR)."""
+    positives (negatives) are skipped for the TPR (FPR); fairlearn counts those rates as 0
+    (see the module docstring), otherwise the values are equal."""
     yt, yp, inverse, n_groups = _binary_inputs(y_true, y_pred, groups)
     tpr_gap = _gap(_rates(yp, inverse, n_groups, yt == 1))
     fpr_gap = _gap(_rates(yp, inverse, n_groups, yt == 0))
@@ -198,7 +227,12 @@ def panda_demographic_parity(y_pred: ArrayLike, *, groups: ArrayLike) -> float:
     selection rate from the overall (pooled over all rows) selection rate. Binary ``y_pred``.
 
     (The plain-text copy of the paper drops the ``|`` characters, i.e. both the absolute value
-    and the conditioning bars; the formula above restores them.)"""
+    and the conditioning bars; the formula above restores them.)
+
+    This intentionally differs from :func:`demographic_parity_difference` (the spread
+    ``max_a - min_a`` between groups): it is fairlearn's
+    ``demographic_parity_difference(..., method="to_overall")``, and it is never larger than
+    the spread."""
     _, yp, inverse, n_groups = _binary_inputs(None, y_pred, groups)
     group_rates = _rates(yp, inverse, n_groups, np.ones_like(yp, dtype=bool))
     return float(np.max(np.abs(group_rates - yp.mean())))
@@ -208,7 +242,11 @@ def panda_equalized_odds(y_true: ArrayLike, y_pred: ArrayLike, *, groups: ArrayL
     """PANDA (Sharaf et al. 2022) Table 1 equalized odds
     ``Delta^EO(h) = max_{a, y} |E[h(x) | g(x)=a, Y=y] - E[h(x) | Y=y]|``: the largest deviation
     of a group's TPR (``y=1``) or FPR (``y=0``) from the overall (pooled) TPR or FPR.
-    ``(a, y)`` cells without rows are skipped; 0.0 if no cell is defined."""
+    ``(a, y)`` cells without rows are skipped; 0.0 if no cell is defined.
+
+    Unlike :func:`equalized_odds_difference` (spread between groups) this is fairlearn's
+    ``equalized_odds_difference(..., method="to_overall")`` (equal whenever every group has
+    both positives and negatives)."""
     yt, yp, inverse, n_groups = _binary_inputs(y_true, y_pred, groups)
     worst = 0.0
     for y in (0.0, 1.0):
@@ -224,8 +262,9 @@ def panda_equalized_odds(y_true: ArrayLike, y_pred: ArrayLike, *, groups: ArrayL
 
 
 def fairness_report(y_true: ArrayLike, y_pred: ArrayLike, *, groups: ArrayLike) -> dict[str, float]:
-    """Overall ``accuracy``, ``worst_group_accuracy``, ``predictive_parity`` and one
-    ``acc_group_<g>`` per group; plus ``demographic_parity_difference`` and
+    """Overall ``accuracy``, ``worst_group_accuracy``, ``predictive_parity`` (the
+    :func:`accuracy_gap`; the key keeps its historical name, which round records, reports and
+    ``tune`` objectives use) and one ``acc_group_<g>`` per group; plus ``demographic_parity_difference`` and
     ``equalized_odds_difference`` only when both ``y_true`` and ``y_pred`` are binary {0, 1}."""
     v = _validate(y_true=y_true, y_pred=y_pred, groups=groups)
     yt, yp, g = v["y_true"], v["y_pred"], v["groups"]

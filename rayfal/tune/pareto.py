@@ -1,4 +1,18 @@
-"""Pareto fronts and best-trial selection (plain numpy, no Ray, no Optuna)."""
+"""Pareto fronts and best-trial selection (plain numpy, no Ray, no Optuna).
+
+Why not Optuna's ``study.best_trials`` / ``study.best_trial``: :mod:`rayfal.tune.results`
+selects on its trials table (a DataFrame whose metrics come from the campaigns' round records,
+usable without a study), and it differs from Optuna on purpose in two places:
+
+* values closer than ``atol`` are ties (an accuracy gap ``max - min`` of equal fractions
+  differs in the last bits depending on the groups it came from); Optuna compares exactly;
+* with a constraint that no trial meets, :func:`best_index` returns the least violating trial
+  (flagged in the results) where ``study.best_trial`` raises ``ValueError``.
+
+Otherwise they agree: ``tests/test_tune_space.py`` checks the front and the best trial against
+Optuna's on hand-made studies (ties, duplicates, pruned, failed and infeasible trials), with
+Optuna's feasibility rule (every constraint value ``<= 0``).
+"""
 
 from __future__ import annotations
 
