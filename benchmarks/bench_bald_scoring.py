@@ -4,7 +4,7 @@ Steps (one process):
 
 1. generate (once, cached under ``--data-dir``) a glyph pool of ``--rows`` rows;
 2. build a seeded ``SmallCNN`` (the ``jobs/quickstart.yaml`` architecture by default);
-3. start a local Ray and run :func:`rayfal.scoring.pool_scoring.score_pool` with
+3. start a local Ray and run :func:`rayfal.scoring.per_row.score_pool` with
    ``strategy="bald"`` and ``compute="actors"`` over the whole pool, sampling the RSS of the
    driver (``/proc/self/status``) and of the Ray worker processes (``/proc/<pid>/status``)
    in a background thread;
@@ -255,7 +255,7 @@ def run_ray_scoring(args: argparse.Namespace, pool, spec: dict, weights: bytes) 
     import ray.data
 
     from rayfal.config import ScoringConfig
-    from rayfal.scoring.pool_scoring import actor_pool_size, score_pool
+    from rayfal.scoring.per_row import actor_pool_size, score_pool
 
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     ray.data.DataContext.get_current().enable_progress_bars = False

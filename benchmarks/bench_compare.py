@@ -6,7 +6,7 @@
 * ``kernel``: rayfal's cached kernel in-process, exactly as a scoring actor calls it
   (:func:`rayfal.models.predict.mc_probs` with the trunk once per batch, the head T times on
   row-keyed masks, then :func:`rayfal.acquisition.scores.bald`);
-* ``ray``: the ``rayfal score`` path, :func:`rayfal.scoring.pool_scoring.score_pool` (Ray Data
+* ``ray``: the ``rayfal score`` path, :func:`rayfal.scoring.per_row.score_pool` (Ray Data
   streaming Parquet read, ``PoolScorer`` actor pool, driver-side top-K) on a fresh local Ray;
 
 with the same seeded model, the same pool rows and the same torch thread count (``--threads``,
@@ -140,7 +140,7 @@ def ray_scoring(args: argparse.Namespace, pool, spec: dict, weights: bytes) -> d
     import ray.data
 
     from rayfal.config import ScoringConfig
-    from rayfal.scoring.pool_scoring import score_pool
+    from rayfal.scoring.per_row import score_pool
 
     t0 = time.perf_counter()
     ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False,

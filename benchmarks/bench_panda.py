@@ -1,11 +1,11 @@
 """Benchmark: PANDA meta-training speed and test-time selection (one forward pass).
 
-1. Meta-steps per second of :func:`rayfal.acquisition.panda_meta.meta_train` (Algorithm 1:
+1. Meta-steps per second of :func:`rayfal.acquisition.panda.meta.meta_train` (Algorithm 1:
    forward step + up to ``--prox-steps`` proximal iterations) on synthetic standardised data
    of Adult's width (105 features) for each ``--configs`` entry ``POOL:VAL:BUDGET``; the first
    ``--warmup`` steps are not timed. ``rho`` is 0 by default, so every proximal step runs all
    its iterations (the worst case); ``--rho 1`` measures the forward step alone.
-2. :func:`rayfal.acquisition.panda.select` over a ``--select-rows`` pool (one forward pass of
+2. :func:`rayfal.acquisition.panda.policy.select` over a ``--select-rows`` pool (one forward pass of
    the Transformer + top-B), median of ``--repeats``, with peak RSS.
 
 Prints a Markdown table and writes JSON to ``--out``. Example::
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rayfal.acquisition.panda import InnerConfig, PandaPolicy, select
-from rayfal.acquisition.panda_meta import MetaData, meta_train
+from rayfal.acquisition.panda.meta import InnerConfig, MetaData, meta_train
+from rayfal.acquisition.panda.policy import PandaPolicy, select
 
 
 def _data(n: int, d: int, seed: int) -> MetaData:

@@ -8,7 +8,7 @@ Steps (one process):
    first run's timing (sidecar JSON);
 2. ``score``: for each ``--sizes`` N (a prefix of the pool's shards: every size is a whole
    number of shards) and each ``--kernels`` entry (``STRATEGY:T``, e.g. ``bald:20`` or
-   ``entropy:1``), one :func:`rayfal.scoring.pool_scoring.score_pool` round on a fresh local
+   ``entropy:1``), one :func:`rayfal.scoring.per_row.score_pool` round on a fresh local
    Ray, sampling the peak RSS of the driver, the scoring actors and the other Ray workers
    (the Parquet read tasks) and their CPU seconds (``bench_bald_scoring.RssSampler``).
    A time budget per point (``--max-point-s``) can skip the points that would not fit.
@@ -103,7 +103,7 @@ def score_point(args: argparse.Namespace, pool, strategy: str, mc: int) -> dict[
     import ray.data
 
     from rayfal.config import ScoringConfig
-    from rayfal.scoring.pool_scoring import score_pool
+    from rayfal.scoring.per_row import score_pool
 
     spec, weights = make_model(args.seed, pool.input_shape, args.width, args.hidden)
     t0 = time.perf_counter()

@@ -28,6 +28,10 @@ move. Gradients are summed over the batch, so each row's step is its own (sign o
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -93,7 +97,7 @@ def pgd(
     features); an ``x`` outside the clamp range is clamped into it, so then the result may lie
     farther than eps from ``x``. ``generator`` (optional) makes the random start reproducible;
     ``start`` (optional, shape of ``x``) is the random start's perturbation itself (used with
-    ``random_start``; e.g. row-keyed noise, :func:`rayfal.robust_eval.pgd_row_keyed`).
+    ``random_start``; e.g. row-keyed noise, :func:`pgd_row_keyed`).
     See the module docstring for the model's mode, MC dropout and DDP handling.
     """
     _check(eps, alpha, steps, loss, clamp)
@@ -147,3 +151,67 @@ def fgsm(
     """
     return pgd(model, x, y, eps=eps, alpha=eps if eps > 0 else 1.0, steps=1,
                random_start=False, loss="ce", clamp=clamp)
+
+
+# ----------------------------------------------------------------------------- row-keyed PGD
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """An L-inf PGD attack: radius ``eps``, step ``alpha``, ``steps`` steps, objective ``loss``
+    (``"ce"`` against labels, ``"kl"`` = KL(p(x) ‖ p(x')) without labels), input ``clamp``."""
+
+    eps: float = 8 / 255
+    alpha: float = 2 / 255
+    steps: int = 20
+    loss: str = "ce"
+    clamp: tuple[float, float] | None = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("ce", "kl"):
+            raise ValueError(f"attack loss must be 'ce' or 'kl', got {self.loss!r}")
+        if not self.eps >= 0 or self.steps < 0 or (self.steps > 0 and not self.alpha > 0):
+            raise ValueError(f"bad attack: eps={self.eps}, alpha={self.alpha}, steps={self.steps}"
+                             " (need eps >= 0, steps >= 0, alpha > 0)")
+
+
+def _row_seed(seed: int, key: int) -> int:
+    digest = hashlib.blake2b(f"{int(seed)}:{int(key)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def row_noise(shape: tuple[int, ...], row_keys: np.ndarray, seed: int, kind: str) -> torch.Tensor:
+    """Per-row start noise ``[N, *shape]``, a pure function of ``(seed, row key)``:
+    uniform in ``[-1, 1]`` (``kind="uniform"``) or standard normal (``"normal"``)."""
+    out = torch.empty((len(row_keys), *shape))
+    gen = torch.Generator()
+    for i, key in enumerate(np.asarray(row_keys, dtype=np.int64).tolist()):
+        gen.manual_seed(_row_seed(seed, key))
+        if kind == "uniform":
+            out[i] = 2.0 * torch.rand(shape, generator=gen) - 1.0
+        else:
+            out[i] = torch.randn(shape, generator=gen)
+    return out
+
+
+def pgd_row_keyed(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    *,
+    row_keys: np.ndarray,
+    seed: int,
+    attack: AttackSpec,
+) -> torch.Tensor:
+    """L-inf PGD as :func:`rayfal.attacks.pgd` (same update, projection, eval mode, deterministic
+    dropout, DDP unwrap), but with a random start keyed by row: ``ce`` starts uniformly in the
+    eps-ball, ``kl`` at ``x + 0.001·N(0, I)`` (TRADES). Each row's trajectory depends only on
+    its own input and key, never on the other rows of the batch."""
+    if attack.loss == "ce" and y is None:
+        raise ValueError("pgd_row_keyed(loss='ce') needs labels y")
+    kind = "uniform" if attack.loss == "ce" else "normal"
+    noise = row_noise(tuple(x.shape[1:]), row_keys, seed, kind) if len(x) else None
+    if noise is not None:
+        noise = noise * (attack.eps if attack.loss == "ce" else 0.001)
+    return pgd(model, x, y, eps=attack.eps, alpha=attack.alpha, steps=attack.steps,
+               random_start=True, loss=attack.loss, clamp=attack.clamp, start=noise)

@@ -42,3 +42,15 @@ def glyph_data(tmp_path_factory):
     generate_glyphs(out, scenario="sensitive_attribute", n_pool=300, n_test=120, seed=0,
                     shard_rows=100, progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: torch's intra-op threads only add overhead (restored afterwards). Modules
+    opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

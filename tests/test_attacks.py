@@ -13,12 +13,7 @@ from rayfal.models import MLP, SmallCNN, deterministic_dropout, dropout_masks
 SHAPE = (3, 8, 8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cnn(seed: int = 0, dropout: float = 0.5) -> tuple[SmallCNN, torch.Tensor, torch.Tensor]:

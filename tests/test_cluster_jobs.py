@@ -134,7 +134,7 @@ def test_actor_resources_reach_map_batches() -> None:
     """``scoring.actor_resources`` is validated and passed as Ray Data's named ``resources``
     (not the deprecated ``ray_remote_args``); SPREAD, Ray Data's default, is not passed."""
     from rayfal.config import ConfigError, load_job
-    from rayfal.scoring.pool_scoring import ActorPlan, map_batches_args
+    from rayfal.scoring.per_row import ActorPlan, map_batches_args
 
     cfg, _ = load_job(ROOT / "jobs/tiny.yaml", [f"scoring.actor_resources={{{SCORER}: 1}}"])
     args = map_batches_args(cfg.scoring, ActorPlan(size=2, cpus=1.0, gpus=0.0))

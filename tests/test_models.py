@@ -55,13 +55,7 @@ def _mlp(seed: int = 0, **kw) -> tuple[MLP, torch.Tensor]:
 MAKERS = {"cnn": _cnn, "mlp": _mlp}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add overhead (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------- MC dropout

@@ -252,13 +252,13 @@ def _cfg(**al):
     ],
 )
 def test_schedule(al: dict, pool_size: int, expected: int) -> None:
-    from rayfal.driver import schedule
+    from rayfal.campaign.schedule import schedule
 
     assert schedule(_cfg(**al), pool_size) == expected
 
 
 def test_initial_selection(tmp_path: Path) -> None:
-    from rayfal.driver import initial_selection
+    from rayfal.campaign.schedule import initial_selection
 
     ids = np.arange(200, dtype=np.int64) * 13 + 7
     _write_feature_shard(tmp_path / "one" / "a.parquet", ids)
@@ -267,21 +267,21 @@ def test_initial_selection(tmp_path: Path) -> None:
         _write_feature_shard(tmp_path / "four" / f"{i}.parquet", part)
     one, four = Pool(str(tmp_path / "one")), Pool(str(tmp_path / "four"))
 
-    a = initial_selection(one, 20, seed=3)
+    a = initial_selection(one.row_ids(), 20, seed=3)
     assert len(a) == 20 and len(np.unique(a)) == 20 and np.isin(a, ids).all()
-    np.testing.assert_array_equal(a, initial_selection(one, 20, seed=3))
+    np.testing.assert_array_equal(a, initial_selection(one.row_ids(), 20, seed=3))
     # a function of (seed, row_ids) only: not of shard layout / order (nor of any strategy)
-    assert set(initial_selection(four, 20, seed=3).tolist()) == set(a.tolist())
-    assert set(initial_selection(one, 20, seed=4).tolist()) != set(a.tolist())
+    assert set(initial_selection(four.row_ids(), 20, seed=3).tolist()) == set(a.tolist())
+    assert set(initial_selection(one.row_ids(), 20, seed=4).tolist()) != set(a.tolist())
     # nested: a larger initial set extends the smaller one
-    assert set(a.tolist()) <= set(initial_selection(one, 50, seed=3).tolist())
+    assert set(a.tolist()) <= set(initial_selection(one.row_ids(), 50, seed=3).tolist())
     # capped by the pool
-    everything = initial_selection(one, 500, seed=3)
+    everything = initial_selection(one.row_ids(), 500, seed=3)
     assert sorted(everything.tolist()) == ids.tolist()
 
 
 def test_atomic_write_text(tmp_path: Path) -> None:
-    from rayfal.driver import atomic_write_text
+    from rayfal.atomic import atomic_write_text
 
     path = tmp_path / "a" / "b" / "rounds.json"
     atomic_write_text(path, "first")

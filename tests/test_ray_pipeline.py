@@ -20,7 +20,7 @@ from rayfal.data.pool import Pool
 from rayfal.models import build_model
 from rayfal.models.checkpoint import load_checkpoint, model_spec
 from rayfal.models.predict import mc_probs
-from rayfal.scoring.pool_scoring import actor_pool_size, score_pool
+from rayfal.scoring.per_row import actor_pool_size, score_pool
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
@@ -113,7 +113,7 @@ def _selected(run_dir) -> dict:
 
 
 def test_tiny_campaign_end_to_end_and_resume(ray_session, glyph_data, tmp_path, monkeypatch):
-    from rayfal import driver
+    from rayfal import campaign as driver
     from rayfal.report import write_report
 
     cfg, resolved = _tiny_job(glyph_data)
@@ -136,11 +136,11 @@ def test_tiny_campaign_end_to_end_and_resume(ray_session, glyph_data, tmp_path, 
     real_round = driver.Campaign.round
     calls = {"n": 0}
 
-    def flaky_round(self, r, *, query):
+    def flaky_round(self, r, *, query, n_rounds):
         calls["n"] += 1
         if r == 2 and calls["n"] == 3:
             raise RuntimeError("simulated crash")
-        return real_round(self, r, query=query)
+        return real_round(self, r, query=query, n_rounds=n_rounds)
 
     monkeypatch.setattr(driver.Campaign, "round", flaky_round)
     with pytest.raises(RuntimeError, match="simulated crash"):

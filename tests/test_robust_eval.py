@@ -7,24 +7,14 @@ import pytest
 import torch
 from torch import nn
 
+from rayfal.attacks import AttackSpec, pgd_row_keyed
 from rayfal.config import ConfigError, config_from_dict
+from rayfal.data.splits import validation_mask
+from rayfal.evaluation import evaluate_robust
+from rayfal.fairness.robust import fral_metrics
 from rayfal.models import build_model
-from rayfal.robust_eval import (
-    AttackSpec,
-    evaluate_robust,
-    fral_metrics,
-    pgd_row_keyed,
-    validation_mask,
-)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a loaded 2-core machine two threads make small CNNs ~20x slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_fral_metrics_on_hand_made_numbers() -> None:

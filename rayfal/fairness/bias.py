@@ -63,7 +63,7 @@ def bias_metrics_for_model(
     return bias_report(np.asarray(y), pred, bias_aligned=bias_aligned)
 
 
-# ----------------------------------------------------------------------------- driver glue
+# ----------------------------------------------------------------------------- lookup by row_id
 
 
 def read_bias_aligned(test) -> tuple[np.ndarray, np.ndarray] | None:
@@ -87,17 +87,3 @@ def aligned_for(lookup: tuple[np.ndarray, np.ndarray], row_ids: np.ndarray) -> n
     if len(missing):
         raise KeyError(f"no bias_aligned flag for test row_id(s) {missing[:10].tolist()}")
     return flags[pos]
-
-
-def round_bias_metrics(ctx, model, seed: int) -> dict:
-    """The round record's bias columns for the driver's :class:`~rayfal.driver.Context` (empty
-    when the test set has no ``bias_aligned`` column)."""
-    lookup = getattr(ctx, "test_bias_aligned", None)
-    if lookup is None:
-        return {}
-    ev = ctx.cfg.evaluation
-    return bias_metrics_for_model(
-        model, ctx.test_x, ctx.test_y, aligned_for(lookup, ctx.test_row_id),
-        mc_samples=ev.mc_samples, batch_size=ev.batch_size, seed=seed,
-        row_keys=ctx.test_row_id,
-    )

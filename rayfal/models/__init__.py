@@ -32,7 +32,9 @@ def build_model(
     group_hidden: int | None = None,
     **kwargs: Any,
 ) -> TwoStageModel:
-    """Build a registered model; ``name='auto'`` picks ``cnn`` for images, ``mlp`` for vectors.
+    """Build a registered model; ``name='auto'`` picks ``cnn`` for images, ``mlp`` for vectors;
+    ``name='custom'`` with ``target='pkg.mod:Class'`` builds a user's model
+    (:mod:`rayfal.models.custom`).
 
     With ``num_groups=G`` the model is wrapped in a :class:`FairModel` with a ``G``-way group
     head (hidden size ``group_hidden``, default 64) for the ``grad``/``gba`` training modes.
@@ -41,7 +43,12 @@ def build_model(
     """
     if name == "auto":
         name = "cnn" if len(input_shape) == 3 else "mlp"
-    base = MODELS.get(name)(tuple(input_shape), num_classes, **kwargs)
+    if name == "custom":  # a user's model by import path (rayfal/models/custom.py)
+        from rayfal.models.custom import build_custom
+
+        base = build_custom(kwargs.pop("target"), tuple(input_shape), num_classes, **kwargs)
+    else:
+        base = MODELS.get(name)(tuple(input_shape), num_classes, **kwargs)
     if num_groups is None:
         if group_hidden is not None:
             raise ValueError("group_hidden is only meaningful with num_groups (a group head)")

@@ -27,6 +27,30 @@ def model_spec(name: str, input_shape: tuple[int, ...], num_classes: int, **kwar
     }
 
 
+def build_from_config(mcfg: Any, input_shape: tuple[int, ...], num_classes: int, *,
+                      num_groups: int | None = None) -> tuple[TwoStageModel, dict]:
+    """The initial model of a job's ``model`` section and its :func:`model_spec`.
+
+    Built-in models get ``dropout``/``hidden`` (and ``width`` for the CNN); a model given by
+    ``target`` (import path) gets its own ``kwargs``. ``num_groups`` adds a group head
+    (GRAD/GBA training modes)."""
+    if getattr(mcfg, "target", None):
+        from rayfal.models.custom import import_root
+
+        name = "custom"
+        kwargs = {"target": mcfg.target, "search_path": import_root(mcfg.target),
+                  **dict(mcfg.kwargs or {})}
+    else:
+        name = mcfg.name if mcfg.name != "auto" else ("cnn" if len(input_shape) == 3 else "mlp")
+        kwargs = {"dropout": mcfg.dropout, "hidden": mcfg.hidden}
+        if name == "cnn":
+            kwargs["width"] = mcfg.width
+    if num_groups is not None:
+        kwargs["num_groups"] = int(num_groups)
+    spec = model_spec(name, input_shape, num_classes, **kwargs)
+    return model_from_spec(spec), spec
+
+
 def model_from_spec(spec: dict) -> TwoStageModel:
     return build_model(
         spec["name"], tuple(spec["input_shape"]), spec["num_classes"], **spec.get("kwargs", {})

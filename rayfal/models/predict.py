@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
-from rayfal.models.mc_dropout import MCDropout, TwoStageModel, dropout_masks
+from rayfal.models.mc_dropout import (
+    MCDropout,
+    TwoStageModel,
+    deterministic_dropout,
+    dropout_masks,
+)
 
 #: rows sharing ``row_key // MASK_BLOCK`` draw their masks from one generator call. Small
 #: enough that sparse row ids (e.g. a shuffled or filtered pool) waste at most 8x the random
@@ -101,3 +107,21 @@ def mc_probs(
     if not out:
         return np.zeros((0, model.num_classes, mc_samples))
     return np.concatenate(out, axis=0)
+
+
+@torch.inference_mode()
+def deterministic_probs(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 512
+                        ) -> np.ndarray:
+    """Softmax of the deterministic network (MC dropout off, eval mode) ``[N, C]`` float64."""
+    net = getattr(model, "module", model)
+    was_training = net.training
+    net.eval()
+    try:
+        with deterministic_dropout():
+            out = [F.softmax(net(x[s:s + batch_size]).float(), dim=1)
+                   for s in range(0, len(x), batch_size)]
+    finally:
+        net.train(was_training)
+    if not out:
+        return np.zeros((0, 0))
+    return torch.cat(out).cpu().numpy().astype(np.float64)

@@ -31,7 +31,7 @@ from rayfal.atomic import atomic_write_text
 from rayfal.config import ScoringConfig
 from rayfal.data import schema as S
 from rayfal.data.pool import Pool
-from rayfal.scoring.pool_scoring import (
+from rayfal.scoring.per_row import (
     PoolScorer,
     actor_pool_size,
     map_batches_args,

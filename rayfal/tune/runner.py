@@ -169,8 +169,9 @@ def run_tune(job: str | Path, run_dir: str | Path, *, overrides: list[str] | Non
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from rayfal.campaign.schedule import schedule
     from rayfal.data.sources import open_dataset
-    from rayfal.driver import init_ray, schedule
+    from rayfal.ray_env import init_ray
 
     cfg, resolved = load_job(job, overrides)
     spec = validate_spec(cfg, resolved, source=str(job))
@@ -192,7 +193,9 @@ def run_tune(job: str | Path, run_dir: str | Path, *, overrides: list[str] | Non
     to_run = max(0, spec.num_samples - finished)
     bundles, campaign_cpus, concurrent = [], 0.0, 0
     if to_run:  # nothing to run: only the results are (re)written, no Ray needed
-        init_ray(cfg, address)
+        init_ray(address or cfg.ray.address, num_cpus=cfg.ray.num_cpus,
+                 object_store_memory=cfg.ray.object_store_memory,
+                 include_dashboard=cfg.ray.include_dashboard)
         bundles, campaign_cpus, concurrent = plan_resources(
             spec, trial_cfg, float(ray.cluster_resources().get("CPU", 1)))
     scheduler = None

@@ -1,6 +1,6 @@
 """One Ray Tune trial = one (truncated) AL campaign, reporting its metrics after every round.
 
-The campaign (:func:`rayfal.driver.run_job` on ``RUN_DIR/trials/trial_NNNN``: ledger, round
+The campaign (:func:`rayfal.campaign.run_job` on ``RUN_DIR/trials/trial_NNNN``: ledger, round
 records, ``job.yaml``) runs in a Ray *streaming-generator task* that the trial's placement
 group captures (its second bundle); the trial process only relays each round record to
 ``tune.report``. Why not in the trial process: Ray 2.60 refuses ``ray.train.get_context`` (and
@@ -56,8 +56,8 @@ def check_metrics(rec: dict, names: list[str]) -> None:
 def campaign_stream(raw: dict, trial_dir: str, source: str, acks=None) -> Iterator[dict]:
     """Run the trial's job and yield its round records (recovered ones first) as they come;
     with ``acks`` (a queue) each round waits for one acknowledgement before the next starts."""
+    from rayfal.campaign import run_job
     from rayfal.config import config_from_dict
-    from rayfal.driver import run_job
 
     cfg = config_from_dict(raw, source=source)
     records: queue.Queue = queue.Queue()

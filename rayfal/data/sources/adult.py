@@ -265,3 +265,17 @@ def initial_row_ids(pool: Any) -> np.ndarray | None:
         return None
     t = pool.read_all([S.ROW_ID, INITIAL])
     return np.sort(t[S.ROW_ID][t[INITIAL].astype(bool)].astype(np.int64))
+
+
+def meta_split_arrays(src_dir: str | Path, seed: int = 0, standardize: str = "all"
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The meta-train split D as arrays ``(x, y, group)`` straight from the raw files in
+    ``src_dir``, without writing Parquet: the same rows (sorted by row_id), order and
+    standardisation as the ``meta/`` split :func:`prepare_adult` writes with ``seed`` and
+    ``standardize`` (e.g. PANDA's D for ``rayfal panda-train --data adult``)."""
+    src = Path(src_dir)
+    rows, _ = load_raw(src)
+    x, y, g, names = encode(rows, read_categories(src / "adult.names"))
+    data = AdultData(x, y, g, names, seed, standardize)
+    idx = np.sort(data.idx["meta"])
+    return data.x[idx], data.y[idx], data.g[idx]

@@ -89,7 +89,7 @@ def load_mnist_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"MNIST CSV {path} does not exist (set dataset.source to the mnist_5k.csv.gz path)"
+            f"MNIST CSV {path} does not exist (set dataset.src_dir to the folder that holds mnist_5k.csv.gz)"
         )
     import pandas as pd
 
@@ -256,7 +256,7 @@ def generate_colored_mnist(
     src = Path(source) if source else DEFAULT_MNIST_CSV
     if not src.is_file():
         raise FileNotFoundError(
-            f"MNIST CSV {src} does not exist (set dataset.source to the mnist_5k.csv.gz path)"
+            f"MNIST CSV {src} does not exist (set dataset.src_dir to the folder that holds mnist_5k.csv.gz)"
         )
     if shard_rows < 1:
         raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")

@@ -1,10 +1,10 @@
-"""JIN pool scoring on Ray Data (FRAL Algorithm 1, lines 6-8; the maths is in
-:mod:`rayfal.acquisition.jin`).
+"""Two-pass pool scoring on Ray Data: JIN (FRAL Algorithm 1, lines 6-8; the maths is in
+:mod:`rayfal.acquisition.jin`), the strategies of kind ``two_pass``.
 
 Pass 1 (Ray Data, actor or task pool): every batch of the pool drops labelled rows; for the
 unlabelled rows of the worst group ``z*`` only, the worker runs the standard model ``M_S`` and
 the robust model ``M_R`` on the benign input, attacks ``M_R`` with batched L-inf PGD
-(:func:`rayfal.robust_eval.pgd_row_keyed`, random start keyed by row_id) and returns the raw
+(:func:`rayfal.attacks.pgd_row_keyed`, random start keyed by row_id) and returns the raw
 inconsistencies ``I_std`` (Eq. 2) and ``I_rob`` (Eq. 3) per row. The driver folds each output
 batch into mergeable :class:`~rayfal.acquisition.jin.RunningMoments` (Chan's parallel merge),
 giving the *global* mean/std over every scored row of every shard (Eq. 4).
@@ -40,11 +40,17 @@ from rayfal.acquisition.jin import (
     inconsistency_rob,
     inconsistency_std,
 )
+from rayfal.attacks import AttackSpec, pgd_row_keyed
 from rayfal.config import ScoringConfig
 from rayfal.data import schema as S
 from rayfal.data.pool import Pool
-from rayfal.robust_eval import AttackSpec, deterministic_probs, pgd_row_keyed
-from rayfal.scoring.pool_scoring import ScoringResult, actor_pool_size, use_actor_pool
+from rayfal.models.predict import deterministic_probs
+from rayfal.scoring.per_row import (
+    ScoringResult,
+    actor_pool_size,
+    map_batches_args,
+    use_actor_pool,
+)
 
 
 def attack_seed(seed: int, round: int) -> int:
@@ -158,8 +164,6 @@ def score_pool_jin(
     ``strategy.select`` as for any other strategy."""
     import ray
 
-    from rayfal.scoring import pool_scoring
-
     strat = make_strategy(strategy, seed=seed, round=round, **strategy_params)
     if not isinstance(strat, JinStrategy):
         raise ValueError(f"score_pool_jin scores JIN strategies, not '{strategy}'")
@@ -173,10 +177,7 @@ def score_pool_jin(
                   seed=attack_seed(seed, round), feature_column=pool.feature_column,
                   input_shape=pool.input_shape, threads=max(1, int(plan.cpus)),
                   use_gpu=plan.gpus > 0)
-    margs = getattr(pool_scoring, "map_batches_args", None)
-    common = margs(cfg, plan) if margs else dict(
-        num_cpus=plan.cpus, num_gpus=plan.gpus or None, batch_size=cfg.batch_size,
-        batch_format="numpy")
+    common = map_batches_args(cfg, plan)
     actors = use_actor_pool(cfg, pool.num_rows)
     if actors:
         ray.data.DataContext.get_current().wait_for_min_actors_s = cfg.actor_start_timeout_s
@@ -229,43 +230,3 @@ def score_pool_jin(
         cand, seen, time.perf_counter() - t0, plan.size, actors, len(nodes),
         moments_std=m_std, moments_rob=m_rob, scored_row_id=row_id, scored_score=score,
     )
-
-
-def jin_round_query(campaign, r: int, *, data: dict, ids: np.ndarray, round_dir,
-                    params: dict) -> tuple[JinScoringResult, dict]:
-    """Driver hook for JIN strategies (FRAL Algorithm 1, lines 6-8, one round).
-
-    The campaign's model (trained with its mode, e.g. ``trades``) is the robust ``M_R`` and is
-    the one evaluated and recorded. Here the auxiliary standard model ``M_S`` is trained by Ray
-    Train on the same labelled set, from the same initial weights and seed, with mode
-    ``standard``; then the pool is scored by :func:`score_pool_jin`. Returns the scoring result
-    and record fields: ``ms_train_seconds`` (M_S training, reported apart from
-    ``score_seconds`` so the paper's Table 2 can be given with and without it) and JIN's
-    global moments.
-    """
-    import dataclasses
-    from pathlib import Path
-
-    from rayfal.training.distributed import fit_round
-
-    ctx, cfg = campaign.ctx, campaign.ctx.cfg
-    std_training = dataclasses.replace(campaign.training, mode="standard", mode_params={})
-    ms_dir = Path(round_dir) / "m_std"
-    t0 = time.perf_counter()
-    fit_round(data=data, spec=campaign.spec, init_state=campaign.init_state,
-              training=std_training, seed=campaign.seed * 1000 + r, out_dir=ms_dir,
-              storage_path=ctx.run_dir / "_ray_train",
-              run_name=f"{campaign.campaign.name}-s{campaign.seed}-r{r}-mstd")
-    ms_seconds = time.perf_counter() - t0
-    res = score_pool_jin(
-        ctx.pool, strategy=campaign.campaign.strategy, strategy_params=params,
-        seed=campaign.seed, round=r, budget=cfg.al.query_size, labelled=ids,
-        model_std=(campaign.spec, (ms_dir / "model.safetensors").read_bytes()),
-        model_rob=(campaign.spec, (Path(round_dir) / "model.safetensors").read_bytes()),
-        cfg=cfg.scoring, use_gpu=campaign.training.use_gpu, progress=ctx.progress,
-    )
-    extra = {"ms_train_seconds": ms_seconds, "jin_rows_scored": int(len(res.scored_row_id))}
-    for name, m in (("std", res.moments_std), ("rob", res.moments_rob)):
-        extra[f"jin_I_{name}_mean"] = float(m.mean) if m.count else float("nan")
-        extra[f"jin_I_{name}_std"] = m.std if m.count else float("nan")
-    return res, extra

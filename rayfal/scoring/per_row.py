@@ -1,4 +1,4 @@
-"""Score the unlabelled pool with Ray Data: a streaming read of the Parquet shards, scored by an
+"""Per-row pool scoring with Ray Data (strategies of kind ``per_row``): a streaming read of the Parquet shards, scored by an
 actor pool (``map_batches`` with :class:`PoolScorer`), reduced on the driver to a bounded
 candidate table (:class:`rayfal.acquisition.CandidateReducer`).
 
@@ -201,9 +201,9 @@ def score_pool(
     strat = make_strategy(strategy, seed=seed, round=round, **strategy_params)
     if strat.needs_probs and model is None:
         raise ValueError(f"strategy '{strategy}' needs a trained model")
-    if getattr(strat, "needs_robust_pair", False):  # JIN: two models + PGD, two passes
-        raise ValueError(f"strategy '{strategy}' needs a standard and a robust model: score it "
-                         "with rayfal.scoring.jin_scoring.score_pool_jin (the driver does)")
+    if strat.kind != "per_row":
+        raise ValueError(f"strategy '{strategy}' is {strat.kind}, not per_row: score it with "
+                         "rayfal.scoring.two_pass (two_pass) or select_pool (whole_pool)")
     plan = actor_pool_size(cfg, ray.cluster_resources())
     columns = [S.ROW_ID, S.GROUP] + ([pool.feature_column] if strat.needs_probs else [])
     labelled_ref = ray.put(np.asarray(labelled, dtype=np.int64))

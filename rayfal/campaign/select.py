@@ -1,0 +1,193 @@
+"""The selection step of a round, dispatched on the strategy's declared ``kind``.
+
+* ``per_row``  — the pool is streamed through Ray Data (:func:`rayfal.scoring.per_row.score_pool`),
+  the driver keeps a bounded candidate table and the strategy's ``select`` picks from it;
+* ``two_pass`` — JIN: the campaign layer trains the auxiliary standard model ``M_S`` (Ray Train,
+  same labelled set, initial weights and seed as the campaign's robust ``M_R``), then the pool
+  is scored in two passes (:func:`rayfal.scoring.two_pass.score_pool_jin`);
+* ``whole_pool`` — a :class:`~rayfal.acquisition.view.PoolView` of the round (labelled set,
+  model, and what the strategy ``requires``: meta split, fairness set, oracle, a meta-trained
+  policy) is handed to ``select_pool``.
+
+Whatever a strategy ``requires`` is computed here and passed in as values: ``worst_group``
+(z*, :func:`rayfal.campaign.evaluate.worst_group`), the standard model, the PANDA policy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rayfal.acquisition.base import Strategy, make_strategy
+from rayfal.acquisition.view import LabelledSet, PoolView, check_selection, subsample_ids
+from rayfal.campaign.evaluate import worst_group
+from rayfal.data import schema as S
+from rayfal.scoring.per_row import score_pool
+from rayfal.scoring.two_pass import score_pool_jin
+from rayfal.training.distributed import fit_round
+
+
+@dataclass
+class Selection:
+    """The rows to query this round, with the pool composition and record fields."""
+
+    selected: np.ndarray
+    pool_counts: dict[int, int]
+    seconds: float = 0.0
+    nodes: int = 0
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RoundState:
+    """What the selection step of round ``r`` needs from the campaign (values only)."""
+
+    r: int
+    seed: int
+    name: str  # the campaign's name (run names, file names)
+    strategy: str
+    params: dict
+    model: Any  # the round's trained model (eval mode)
+    round_dir: Path
+    work_dir: Path  # the campaign directory (strategy state such as PANDA's ranking)
+    labelled: dict[str, np.ndarray]  # row_id, x (raw), y, group of the labelled rows
+    metrics: dict[str, float]
+    spec: dict
+    init_state: bytes
+    training: Any  # the campaign's TrainingConfig
+    n_rounds: int
+
+
+def select_round(ctx, st: RoundState) -> Selection:
+    """Run the campaign's strategy for round ``st.r`` (module docstring)."""
+    cfg = ctx.cfg
+    strategy_cls = type(make_strategy(st.strategy, seed=st.seed, round=st.r, **st.params))
+    kwargs = dict(st.params)
+    record: dict[str, Any] = {}
+    if "worst_group" in strategy_cls.requires:
+        z, info = worst_group(cfg.evaluation, ctx.val, st.model, st.metrics, st.seed)
+        kwargs["worst_group"] = z
+        record.update(info, worst_group=z)
+    strategy = make_strategy(st.strategy, seed=st.seed, round=st.r, **kwargs)
+    if strategy.kind == "whole_pool":
+        sel = _select_whole_pool(ctx, st, strategy)
+    else:
+        budget = cfg.al.query_size
+        weights = (st.round_dir / "model.safetensors").read_bytes()
+        if strategy.kind == "two_pass":
+            res, extra = _score_two_pass(ctx, st, kwargs, weights)
+            record.update(extra)
+        else:
+            res = score_pool(
+                ctx.pool, strategy=st.strategy, strategy_params=kwargs, seed=st.seed,
+                round=st.r, budget=budget, labelled=st.labelled["row_id"],
+                model=(st.spec, weights) if strategy.needs_probs else None, cfg=cfg.scoring,
+                use_gpu=st.training.use_gpu, progress=ctx.progress)
+        selected = strategy.select(res.candidates, budget)
+        sel = Selection(np.asarray(selected, np.int64), dict(res.candidates.group_counts),
+                        res.seconds, res.nodes)
+    ids = st.labelled["row_id"]
+    if len(np.unique(sel.selected)) != len(sel.selected) or np.isin(sel.selected, ids).any():
+        raise RuntimeError(f"strategy '{strategy.name}' selected repeated/labelled rows")
+    sel.record = {**record, **sel.record}
+    return sel
+
+
+def _score_two_pass(ctx, st: RoundState, kwargs: dict, weights: bytes):
+    """JIN (FRAL Algorithm 1, lines 6-8): train ``M_S`` (mode ``standard``) on the round's
+    labelled set from the campaign's initial weights and seed, then score with both models.
+    ``ms_train_seconds`` is reported apart from ``score_seconds`` (the paper's Table 2)."""
+    std_training = st.training.model_copy(update={"mode": "standard", "mode_params": {}})
+    ms_dir = st.round_dir / "m_std"
+    t0 = time.perf_counter()
+    fit_round(data={k: st.labelled[k] for k in ("x", "y", "group")}, spec=st.spec,
+              init_state=st.init_state, training=std_training, seed=st.seed * 1000 + st.r,
+              out_dir=ms_dir, storage_path=ctx.run_dir / "_ray_train",
+              run_name=f"{st.name}-s{st.seed}-r{st.r}-mstd")
+    ms_seconds = time.perf_counter() - t0
+    res = score_pool_jin(
+        ctx.pool, strategy=st.strategy, strategy_params=kwargs, seed=st.seed, round=st.r,
+        budget=ctx.cfg.al.query_size, labelled=st.labelled["row_id"],
+        model_std=(st.spec, (ms_dir / "model.safetensors").read_bytes()),
+        model_rob=(st.spec, weights), cfg=ctx.cfg.scoring, use_gpu=st.training.use_gpu,
+        progress=ctx.progress)
+    extra = {"ms_train_seconds": ms_seconds, "jin_rows_scored": int(len(res.scored_row_id))}
+    for name, m in (("std", res.moments_std), ("rob", res.moments_rob)):
+        extra[f"jin_I_{name}_mean"] = float(m.mean) if m.count else float("nan")
+        extra[f"jin_I_{name}_std"] = m.std if m.count else float("nan")
+    return res, extra
+
+
+def _sample_split(split, size: int | None, seed: int, salt: int) -> LabelledSet:
+    ids = subsample_ids(split.row_ids(), size, seed, salt)
+    rows = split.take(ids, [split.feature_column, S.LABEL, S.GROUP])
+    return LabelledSet(ids, S.to_model_input(rows[split.feature_column], split.input_shape),
+                       rows[S.LABEL].astype(np.int64), rows[S.GROUP].astype(np.int64))
+
+
+def _meta_split(cfg, run_dir: Path):
+    """The data's pre-existing labelled split D (PANDA's meta data; FairAL's fairness set)."""
+    if cfg.dataset.name != "adult":
+        return None
+    from rayfal.data.sources.adult import open_split
+
+    return open_split(cfg.dataset, run_dir, "meta")
+
+
+def _select_whole_pool(ctx, st: RoundState, strategy: Strategy) -> Selection:
+    cfg = ctx.cfg
+    t0 = time.perf_counter()
+    labelled = LabelledSet(
+        np.asarray(st.labelled["row_id"], np.int64),
+        S.to_model_input(st.labelled["x"], ctx.pool.input_shape),
+        np.asarray(st.labelled["y"], np.int64), np.asarray(st.labelled["group"], np.int64))
+    meta = fairness = None
+    meta_split = _meta_split(cfg, ctx.run_dir)
+    if meta_split is not None:
+        if "meta" in strategy.requires or "policy" in strategy.requires:
+            meta = _sample_split(meta_split, strategy.meta_rows(), 0, 0x3E7A)
+        if "fairness" in strategy.requires:
+            fairness = _sample_split(meta_split, strategy.fairness_rows(), st.seed, 0xFA1)
+    info: dict[str, Any] = {}
+    policy = None
+    if "policy" in strategy.requires:
+        policy, meta_seconds = _policy_for(ctx, strategy, meta, st.n_rounds)
+        if meta_seconds is not None:
+            info["meta_train_seconds"] = meta_seconds
+    view = PoolView(
+        pool=ctx.pool, labelled=labelled, model=st.model, budget=cfg.al.query_size,
+        seed=st.seed, round=st.r, n_rounds=max(1, st.n_rounds), fairness=fairness, meta=meta,
+        oracle=lambda ids: ctx.oracle.labels_for(ids).labels_in_order(ids),
+        policy=policy, work_dir=st.work_dir, mc_samples=cfg.scoring.mc_samples, info=info)
+    selected = check_selection(strategy, view, strategy.select_pool(view, cfg.al.query_size),
+                               cfg.al.query_size)
+    if view.info:
+        (st.round_dir / "selection_info.json").write_text(json.dumps(view.info, default=float))
+    # PANDA's meta-training (before round 0) is not selection time: reported separately
+    seconds = time.perf_counter() - t0 - float(view.info.get("meta_train_seconds", 0.0))
+    counts = dict(sorted(ctx.pool.group_counts(exclude=labelled.row_id).items()))
+    return Selection(selected, counts, seconds, 1)
+
+
+def _policy_for(ctx, strategy: Strategy, meta: LabelledSet | None, n_rounds: int):
+    """PANDA: the meta-trained policy the strategy needs (Algorithm 1 on the data's meta split
+    D), trained once per settings and cached in ``run_dir/panda/policy-<hash>`` (shared by the
+    job's campaigns and seeds); ``(None, None)`` when the strategy loads its own checkpoint."""
+    from rayfal.acquisition.panda import load_policy, policy_dir_name, train_policy
+
+    settings = strategy.meta_training_settings(ctx.cfg.al.query_size * max(1, n_rounds))
+    if settings is None:
+        return None, None
+    if meta is None:
+        raise ValueError(f"strategy '{strategy.name}' without a 'policy' checkpoint meta-trains "
+                         "on the data's 'meta' split (dataset 'adult'); this data set has none")
+    t0 = time.perf_counter()
+    path = train_policy((meta.x, meta.y, meta.group), settings,
+                        ctx.run_dir / "panda" / policy_dir_name(settings), resume=True,
+                        num_workers=0, progress=False)
+    return load_policy(path)[0], time.perf_counter() - t0

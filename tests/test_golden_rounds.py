@@ -1,0 +1,57 @@
+"""The campaign layer reproduces, record for record, what rayfal produced before it was
+restructured: selections, labels and metrics of ``jobs/tiny.yaml`` (whole job) and
+``jobs/quickstart.yaml`` (seed 0; every strategy of the job), against fixtures recorded with
+the previous code (``tests/fixtures/golden``). Timing fields are left out."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import rayfal
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+
+
+def _records(run_dir: Path) -> list[dict]:
+    out = []
+    for p in sorted(run_dir.glob("campaigns/*/seed_*/rounds/round_*.json")):
+        rec = json.loads(p.read_text())
+        out.append({k: v for k, v in rec.items() if not k.endswith("_seconds")})
+    return sorted(out, key=lambda r: (r["campaign"], r["seed"], r["round"]))
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def _assert_equal(got: list[dict], want: list[dict]) -> None:
+    assert [(r["campaign"], r["seed"], r["round"]) for r in got] == \
+        [(r["campaign"], r["seed"], r["round"]) for r in want]
+    for g, w in zip(got, want, strict=True):
+        where = f"{w['campaign']} seed {w['seed']} round {w['round']}"
+        assert sorted(g) == sorted(w), f"{where}: keys differ: {set(g) ^ set(w)}"
+        diff = {k: (g[k], w[k]) for k in w if not _same(g[k], w[k])}
+        assert not diff, f"{where}: {diff}"
+
+
+@pytest.mark.parametrize("job, overrides", [
+    ("tiny", []),
+    ("quickstart", ["seeds=[0]"]),
+])
+def test_rounds_identical_to_recorded(ray_session, tmp_path: Path, job: str,
+                                      overrides: list[str]) -> None:
+    want = [r for r in json.loads((GOLDEN / f"{job}.json").read_text())
+            if job != "quickstart" or r["seed"] == 0]
+    run_dir = tmp_path / job
+    rayfal.run(rayfal.load_job(REPO / "jobs" / f"{job}.yaml", overrides), run_dir,
+               progress=False, report=False)
+    _assert_equal(_records(run_dir), want)
