@@ -30,7 +30,7 @@ WHOLE_POOL = [n for n in STRATEGIES.names() if n not in ALL]
 
 
 def test_whole_pool_strategies_are_covered_elsewhere() -> None:
-    assert set(WHOLE_POOL) == {"coreset", "badge", "fairal", "panda", "in_memory"}
+    assert set(WHOLE_POOL) == {"coreset", "badge", "fairal", "panda", "in_memory", "batchbald"}
     for name in WHOLE_POOL:
         assert STRATEGIES.get(name).select_pool is not rayfal_base.Strategy.select_pool
 

@@ -246,6 +246,7 @@ def test_fairal_sequential_mode_asks_the_views_oracle(tiny) -> None:
 PARAM_CASES = [
     ("coreset", {}, ("subsample", 0)),
     ("badge", {}, ("subsample", -3)),
+    ("batchbald", {}, ("candidates", 0)),
     ("fairal", {}, ("lr", 0.0)),
     ("in_memory", {"base": "entropy"}, ("base", "no_such_strategy")),
 ]

@@ -4,6 +4,7 @@ score functions. Importing this package registers every strategy in :data:`STRAT
 from rayfal.acquisition import (  # noqa: F401  (registration)
     badge,
     balanced_oracle,
+    batchbald,
     coreset,
     fairal,
     group_entropy,
