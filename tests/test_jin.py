@@ -205,7 +205,7 @@ def test_tiny_jin_campaign_through_the_campaign_layer(ray_session, tmp_path):
     assert r0["worst_group"] in (0, 1)
     assert r0["jin_rows_scored"] > 0
     rec = json.loads((tmp_path / "run/campaigns/jin/seed_0/rounds/round_000.json").read_text())
-    pool = Pool(str(next((tmp_path / "run/data").glob("*")) / "pool" / "*.parquet"))
+    pool = Pool(str(next((tmp_path / "run/data").glob("glyphs-*")) / "pool" / "*.parquet"))
     sel_groups = pool.take(np.asarray(rec["selected"], np.int64), [S.GROUP])[S.GROUP]
     assert len(rec["selected"]) == 4 and set(sel_groups.tolist()) == {rec["worst_group"]}
     assert (tmp_path / "run/campaigns/jin/seed_0/round_000/m_std/model.safetensors").exists()

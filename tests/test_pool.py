@@ -130,6 +130,27 @@ def test_duplicate_row_ids_across_shards(tmp_path: Path) -> None:
         Pool(str(tmp_path / "p"))
 
 
+def test_duplicates_name_the_files_holding_them(tmp_path: Path) -> None:
+    _write_image_shards(tmp_path / "p", [np.array([1, 2]), np.array([5, 6]), np.array([2, 8])])
+    with pytest.raises(PoolError, match=r"\[2\] \(in .*part-000\.parquet, .*part-002\.parquet\)"):
+        Pool(str(tmp_path / "p"))
+
+
+@pytest.mark.parametrize(("meta", "fragment"), [
+    (b"[4, 6, 1]", r"= \[4, 6, 1\] gives 24 values per image, but the 'image' column has 72"),
+    (b"[4, 6]", r"must be JSON \[H, W, C\]"),
+    (b"{not json", r"must be JSON \[H, W, C\]"),
+    (b"[4, -6, 3]", r"positive integers"),
+])
+def test_image_shape_metadata_must_match_the_column(tmp_path: Path, meta: bytes,
+                                                    fragment: str) -> None:
+    ids = np.array([1, 2])
+    table = S.image_table(ids, _images(ids), ids % 2)
+    pq.write_table(table.replace_schema_metadata({S.IMAGE_SHAPE_KEY: meta}), tmp_path / "i.parquet")
+    with pytest.raises(PoolError, match=rf"i\.parquet: schema metadata 'rayfal\.image_shape'.*{fragment}"):
+        Pool(str(tmp_path / "i.parquet"))
+
+
 def test_missing_group_column_names_file_and_column(tmp_path: Path) -> None:
     _write_image_shards(tmp_path / "p", [np.array([1, 2])])
     bad = tmp_path / "p" / "part-001.parquet"

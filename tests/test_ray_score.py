@@ -108,3 +108,31 @@ def test_resume_scores_only_missing_shards(ray_session, sharded_pool, checkpoint
     # a different model in the same output folder is refused
     with pytest.raises(ValueError, match="another run"):
         score_to_parquet(sharded_pool, checkpoint, out, mc_samples=7, progress=False)
+
+
+def test_cli_resources_and_leftovers_of_a_killed_run(ray_session, sharded_pool, checkpoint,
+                                                     tmp_path, capsys):
+    """`rayfal score` passes --cpus-per-actor/--gpus-per-actor into ScoringConfig, removes the
+    temp files a killed run left (dead pid) and holds no lock afterwards."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that is gone
+    out = tmp_path / "scores"
+    (out / "scores").mkdir(parents=True)
+    (out / "done").mkdir()
+    stale = [out / "scores" / f".part-000-abc.parquet.tmp-{proc.pid}",
+             out / "done" / f".part-000-abc.json.tmp-{proc.pid}"]
+    for p in stale:
+        p.write_bytes(b"half written")
+    args = ["score", "--pool", sharded_pool, "--checkpoint", str(checkpoint), "--out", str(out),
+            "--mc", "3", "--compute", "tasks", "--cpus-per-actor", "1", "--gpus-per-actor", "0",
+            "--top-k", "5", "--no-progress"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert not any(p.exists() for p in stale)
+    assert not (out / "rayfal.lock").exists()
+    assert len(list((out / "done").glob("*.json"))) == len(Pool(sharded_pool).files)
+    assert len(list((out / "pool-checks").glob("*.json"))) == len(Pool(sharded_pool).files)
+    assert main(args) == 0  # everything committed: nothing scored again
+    assert "0 rows from 0/" in capsys.readouterr().out

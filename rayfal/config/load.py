@@ -62,9 +62,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [""])[0]
         raise ConfigError(f"--set {key.strip()}: {raw!r} is not a valid YAML value "
-                          f"({problem})") from None
+                          f"({' '.join(str(problem).split())})") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        # a tag's constructor failing, e.g. '!!int x', '!!float x', '!!timestamp 2020-13-99'
+        raise ConfigError(f"--set {key.strip()}: {raw!r} is not a valid YAML value "
+                          f"({type(exc).__name__}: {' '.join(str(exc).split())})") from None
     return key.strip(), value
 
 

@@ -1,13 +1,20 @@
 """A Parquet-backed pool: any number of shards in the schema of :mod:`rayfal.data.schema`.
 
-Opening a pool validates every file's schema (errors name the file and column) and that
-``row_id`` is unique and ``group`` has no nulls; only the ``row_id`` column (8 bytes a row) is
-kept in memory. Rows are fetched by ``row_id`` with a filtered, streaming scan.
+Opening a pool validates every file's schema (errors name the file and column; an image
+column's ``rayfal.image_shape`` metadata must match its row length) and that ``row_id`` is
+unique and ``group`` has no nulls; only the ``row_id`` column (8 bytes a row) is kept in memory.
+Rows are fetched by ``row_id`` with a filtered, streaming scan.
+
+The values of every row (labels ``>= 0``, groups ``>= 0``, finite features) are checked file by
+file by :func:`rayfal.data.validate.validate_pool` when the pool is opened with a check cache:
+``Pool(..., check_cache=DIR)``, or inside :func:`rayfal.data.validate.check_cache` (the campaign
+driver sets it to the run directory), so each file is read once, not on every run.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,10 +25,9 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from rayfal.data import schema as S
+from rayfal.data.validate import PoolError, current_check_cache, validate_pool
 
-
-class PoolError(ValueError):
-    """Invalid pool data; the message names the file, column or rows."""
+__all__ = ["Pool", "PoolError", "expand_paths"]
 
 
 def expand_paths(pattern: str | Sequence[str]) -> list[str]:
@@ -45,7 +51,14 @@ def expand_paths(pattern: str | Sequence[str]) -> list[str]:
 class Pool:
     """A validated set of Parquet shards addressed by ``row_id``."""
 
-    def __init__(self, pattern: str | Sequence[str], *, name: str = "pool") -> None:
+    def __init__(self, pattern: str | Sequence[str], *, name: str = "pool",
+                 check_cache: str | Path | None = None) -> None:
+        """Open the shards ``pattern`` names (a glob, a directory, a file or a list of them).
+
+        ``check_cache``: validate every row's values too (:mod:`rayfal.data.validate`), with
+        the per-file results cached in that directory; default: the directory set by
+        :func:`rayfal.data.validate.check_cache`, if any (else the values are checked lazily,
+        when rows are read)."""
         self.name = name
         self.files = expand_paths(pattern)
         self.schema = self._check_schemas()
@@ -56,6 +69,9 @@ class Pool:
         self._row_ids, self._groups = self._load_index()
         self._sorted_ids = np.sort(self._row_ids)
         self.num_rows = len(self._row_ids)
+        cache = check_cache if check_cache is not None else current_check_cache()
+        #: the row checks (:class:`rayfal.data.validate.PoolCheck`) when they ran on opening
+        self.checked = validate_pool(self, cache_dir=cache) if cache is not None else None
 
     def _check_schemas(self) -> pa.Schema:
         first: pa.Schema | None = None
@@ -73,6 +89,7 @@ class Pool:
                 raise PoolError(f"{self.name}: {f}: column 'group' must be integer group ids")
             if S.LABEL in sch.names and not pa.types.is_integer(sch.field(S.LABEL).type):
                 raise PoolError(f"{self.name}: {f}: column 'label' must be integer class ids")
+            self._check_image_shape(f, sch)
             try:
                 S.input_shape(sch)
             except ValueError as exc:
@@ -86,6 +103,34 @@ class Pool:
                 )
         assert first is not None
         return first
+
+    def _check_image_shape(self, f: str, sch: pa.Schema) -> None:
+        """An image column's ``rayfal.image_shape`` metadata: JSON ``[H, W, C]`` of positive
+        ints whose product is the column's values per row."""
+        if S.IMAGE not in sch.names:
+            return
+        field_type = sch.field(S.IMAGE).type
+        if not pa.types.is_fixed_size_list(field_type):
+            raise PoolError(f"{self.name}: {f}: column 'image' must be a fixed-size list of uint8 "
+                            f"pixels, found {field_type}")
+        raw = (sch.metadata or {}).get(S.IMAGE_SHAPE_KEY)
+        key = S.IMAGE_SHAPE_KEY.decode()
+        if raw is None:
+            return  # S.input_shape names the missing metadata
+        try:
+            shape = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            shape = None
+        if (not isinstance(shape, list) or len(shape) != 3
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                           for v in shape)):
+            raise PoolError(f"{self.name}: {f}: schema metadata '{key}' must be JSON [H, W, C] "
+                            f"(positive integers), found {raw[:60]!r}")
+        h, w, c = shape
+        if h * w * c != field_type.list_size:
+            raise PoolError(f"{self.name}: {f}: schema metadata '{key}' = {shape} gives "
+                            f"{h * w * c} values per image, but the 'image' column has "
+                            f"{field_type.list_size} per row")
 
     def _load_index(self) -> tuple[np.ndarray, np.ndarray]:
         ids, groups = [], []
@@ -105,8 +150,10 @@ class Pool:
         uniq, counts = np.unique(row_ids, return_counts=True)
         if len(uniq) != len(row_ids):
             dup = uniq[counts > 1]
+            where = [f for f, a in zip(self.files, ids, strict=True) if np.isin(dup[:10], a).any()]
             raise PoolError(
-                f"{self.name}: {len(dup)} duplicated row_id(s), e.g. {dup[:10].tolist()}"
+                f"{self.name}: {len(dup)} duplicated row_id(s), e.g. {dup[:10].tolist()} "
+                f"(in {', '.join(where[:4])}{', ...' if len(where) > 4 else ''})"
             )
         return row_ids, np.concatenate(groups)
 

@@ -10,6 +10,11 @@ file's rows are all in, writes ``scores/<key>.parquet`` (``row_id, score, group`
   (model, seed, row_id) (row-keyed MC-dropout masks);
 * a re-run after a crash skips files with a marker and scores only the rest;
 * the driver holds only the rows of files still in flight plus the top-K candidates.
+
+Everything that can be checked is checked before Ray is started (``ray_init``): the flags, the
+output folder, the strategy, the pool (schemas, and every row's values of the shards still to
+score, cached in ``OUT/pool-checks``), the checkpoint (safetensors + JSON that build the model)
+and that its inputs fit the pool. Temp files of a run killed mid-write are removed on resume.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +46,8 @@ from rayfal.scoring.per_row import (
 )
 
 PATH_COLUMN = "path"
+POOL_CHECKS = "pool-checks"
+_TEMP_FILE = re.compile(r"\..+\.tmp-(\d+)")
 
 
 def file_key(path: str) -> str:
@@ -109,6 +118,59 @@ class _FileBuffers:
         return {p: len(s) for p, s in self.seen.items() if s and p not in self.flushed}
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(out: Path) -> list[Path]:
+    """Remove ``.NAME.tmp-PID`` files that a killed run left in ``out``, ``out/scores`` and
+    ``out/done``: those of this process (an earlier call) or of a pid that no longer exists
+    on this host."""
+    removed = []
+    for d in (out, out / "scores", out / "done"):
+        if not d.is_dir():
+            continue
+        for p in d.iterdir():
+            m = _TEMP_FILE.fullmatch(p.name)
+            if not m or not p.is_file() or p.is_symlink():
+                continue
+            pid = int(m.group(1))
+            if pid == os.getpid() or not _pid_alive(pid):
+                try:
+                    p.unlink()
+                    removed.append(p)
+                except OSError:
+                    pass
+    return removed
+
+
+def check_score_args(out_dir: str | Path, *, strategy: str, mc_samples: int, top_k: int
+                     ) -> None:
+    """The flags of ``rayfal score`` (``ValueError`` naming the flag), before any data is read."""
+    from rayfal.acquisition.base import STRATEGIES
+
+    if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1:
+        raise ValueError(f"--mc {mc_samples}: the number of MC-dropout samples must be >= 1")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"--top-k {top_k}: must be >= 0 (0: no topk.parquet)")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file; the output must be a directory (it holds "
+                         "scores/, done/ and topk.parquet)")
+    per_row = [n for n in STRATEGIES.names() if STRATEGIES.get(n).kind == "per_row"]
+    if strategy not in STRATEGIES:
+        raise ValueError(f"--strategy {strategy!r}: unknown; allowed: {', '.join(per_row)}")
+    if strategy not in per_row:
+        raise ValueError(f"--strategy {strategy!r}: is {STRATEGIES.get(strategy).kind}, "
+                         f"rayfal score needs a per-row strategy: {', '.join(per_row)}")
+
+
 def completed_files(out_dir: Path, files: list[str], meta: dict) -> set[str]:
     """Input files whose scores are committed (marker + part file, same model and strategy)."""
     done = set()
@@ -116,7 +178,13 @@ def completed_files(out_dir: Path, files: list[str], meta: dict) -> set[str]:
         key = file_key(f)
         marker, part = out_dir / "done" / f"{key}.json", out_dir / "scores" / f"{key}.parquet"
         if marker.is_file() and part.is_file():
-            info = json.loads(marker.read_text())
+            try:
+                info = json.loads(marker.read_text())
+            except (ValueError, OSError):
+                info = None
+            if not isinstance(info, dict):  # a damaged marker: score the shard again
+                marker.unlink(missing_ok=True)
+                continue
             if any(info.get(k) != v for k, v in meta.items()):
                 raise ValueError(
                     f"{out_dir} holds scores of another run ({marker}); use a new --out"
@@ -136,38 +204,46 @@ def score_to_parquet(
     seed: int = 0,
     cfg: ScoringConfig | None = None,
     progress: bool = True,
+    ray_init: Callable[[], None] | None = None,
 ) -> ScoreRunResult:
-    """Score every row of the pool and write per-shard Parquet + (optionally) the top-K."""
-    import ray
+    """Score every row of the pool and write per-shard Parquet + (optionally) the top-K.
 
-    from rayfal.models.checkpoint import META, WEIGHTS
+    Every input is checked first (module docstring); ``ray_init`` (e.g. ``init_ray(address)``)
+    is called only after that, right before Ray is needed."""
+    from rayfal.data.validate import validate_pool
+    from rayfal.models.checkpoint import model_from_checkpoint, read_checkpoint
 
+    check_score_args(out_dir, strategy=strategy, mc_samples=mc_samples, top_k=top_k)
     cfg = cfg or ScoringConfig(compute="actors")
     cfg.mc_samples = mc_samples
     pool = Pool(pool_glob)
     ckpt = Path(checkpoint_dir)
-    for name in (WEIGHTS, META):
-        if not (ckpt / name).is_file():
-            raise FileNotFoundError(f"checkpoint {ckpt} has no {name}")
-    spec = json.loads((ckpt / META).read_text())["spec"]
-    weights = (ckpt / WEIGHTS).read_bytes()
+    ckpt_meta, weights = read_checkpoint(ckpt)
+    spec = ckpt_meta["spec"]
     if tuple(spec["input_shape"]) != tuple(pool.input_shape):
         raise ValueError(
             f"checkpoint {ckpt} expects inputs {spec['input_shape']}, pool has {pool.input_shape}"
         )
+    model_from_checkpoint(ckpt_meta, weights, ckpt)  # the weights fit the architecture
     strat = make_strategy(strategy, seed=seed)
     out = Path(out_dir)
-    (out / "scores").mkdir(parents=True, exist_ok=True)
-    (out / "done").mkdir(parents=True, exist_ok=True)
     meta = {"checkpoint": hashlib.sha1(weights).hexdigest(), "strategy": strategy,
             "mc_samples": mc_samples, "seed": seed}
+    remove_stale_temp_files(out)
     done = completed_files(out, pool.files, meta)
     todo = [f for f in pool.files if f not in done]
+    validate_pool(pool, cache_dir=out / POOL_CHECKS, files=todo)  # NaN rows: named, not scored
+    (out / "scores").mkdir(parents=True, exist_ok=True)
+    (out / "done").mkdir(parents=True, exist_ok=True)
     expected = {f: pq.ParquetFile(f).metadata.num_rows for f in todo}
     buffers = _FileBuffers(expected, out, meta)
     t0 = time.perf_counter()
     rows_todo = sum(expected.values())
+    if todo and ray_init is not None:
+        ray_init()
     if todo:
+        import ray
+
         plan = actor_pool_size(cfg, ray.cluster_resources())
         columns = [S.ROW_ID, S.GROUP] + ([pool.feature_column] if strat.needs_probs else [])
         ctx = ray.data.DataContext.get_current()
