@@ -1,7 +1,8 @@
 """Functional L-infinity attacks: PGD (Madry et al. 2018; CE or TRADES' KL objective) and FGSM.
 
-Both are pure functions of ``(model, x, [y])``: batched, on whatever device ``x`` and the model
-live on, and side-effect free for the model:
+Both are pure functions of ``(model, x, [y])``: batched, computed on the model's device (``x``,
+``y`` and a given random start are moved there; the result stays there), and side-effect free
+for the model:
 
 * the model is switched to ``eval()`` for the attack (batch-norm uses its running statistics and
   does not update them) and its previous train/eval flag is restored afterwards;
@@ -37,6 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rayfal.models.mc_dropout import deterministic_dropout
+from rayfal.models.predict import model_device
 
 __all__ = ["fgsm", "pgd"]
 
@@ -89,7 +91,8 @@ def pgd(
     generator: torch.Generator | None = None,
     start: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """L-inf projected gradient ascent; returns the detached ``x_adv`` (same shape/device as x).
+    """L-inf projected gradient ascent; returns the detached ``x_adv`` (shape of ``x``, on the
+    model's device).
 
     ``x_{k+1} = Proj_{B(x, eps) ∩ clamp}(x_k + alpha * sign(grad_x L(x_k)))`` for ``steps``
     steps, with ``L`` the CE (``loss="ce"``, needs ``y``) or TRADES' ``KL(p(x) || p(x_k))``
@@ -109,7 +112,7 @@ def pgd(
     net.eval()
     try:
         with torch.inference_mode(False), torch.enable_grad(), deterministic_dropout():
-            x0 = x.detach().clone()
+            x0 = x.detach().clone().to(model_device(net))
             if len(x0) == 0 or (steps == 0 and not random_start):
                 return x0
             target = None

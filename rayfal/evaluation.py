@@ -25,7 +25,7 @@ from rayfal.attacks import AttackSpec, pgd_row_keyed
 from rayfal.fairness.metrics import fairness_report
 from rayfal.fairness.robust import fral_metrics
 from rayfal.models.mc_dropout import TwoStageModel
-from rayfal.models.predict import deterministic_probs, mc_probs
+from rayfal.models.predict import deterministic_probs, mc_probs, model_device
 
 
 def evaluate_probs(
@@ -74,10 +74,12 @@ def evaluate_robust(
     batch_size: int = 256,
 ) -> dict[str, float]:
     """Clean and PGD-attacked predictions of ``model`` on ``(x, y)`` in batches, then
-    :func:`fral_metrics`. ``row_keys`` (e.g. row_ids) key the random starts."""
+    :func:`fral_metrics`. ``row_keys`` (e.g. row_ids) key the random starts. Everything runs
+    on the model's device (:func:`~rayfal.models.predict.model_device`): a model on a GPU is
+    evaluated and attacked there, ``x`` may live anywhere."""
     y_t = torch.as_tensor(np.asarray(y, dtype=np.int64))
     keys = np.asarray(row_keys, dtype=np.int64)
-    device = next(model.parameters()).device
+    device = model_device(model)
     pred_std, pred_rob = [], []
     for s in range(0, len(x), batch_size):
         xb = x[s:s + batch_size].to(device)

@@ -1,6 +1,13 @@
 """A real two-node Ray cluster on this machine (head + worker as separate `ray start` processes
-on loopback): submit a tiny campaign through the Jobs API (token auth on) and check from the run
-records that the DDP training workers and the scoring actors ran on both nodes.
+on loopback): submit a tiny campaign through the Jobs API and check from the run records that
+the DDP training workers and the scoring actors ran on both nodes.
+
+Token authentication follows Ray's guide for self-managed clusters: one token is generated with
+``ray get-auth-token --generate`` (into a temporary HOME, never the developer's ~/.ray), and the
+head, the worker and the client all read it from that file (``RAY_AUTH_TOKEN_PATH``) with
+``RAY_AUTH_MODE=token``, as cluster.yaml's file_mounts do on a cloud cluster. The run directory
+is a ``file://`` URI of a local folder (the shared storage of this one-machine cluster), and the
+log is followed through the Jobs API's websocket (``submit.follow``).
 
 Each node offers one unit of a custom resource ``rayfal_scorer`` and the job asks every scoring
 actor for one (``scoring.actor_resources``), so the 2-actor pool has one actor per node; with
@@ -93,12 +100,33 @@ def _stop(procs: list[subprocess.Popen], temp_dir: str) -> None:
             p.wait(timeout=5)
 
 
+def generate_token(home: Path) -> Path:
+    """``ray get-auth-token --generate`` with HOME=home: the documented way to create a cluster
+    token; returns the token file (its value is never printed)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+    env["HOME"] = str(home)
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    proc = subprocess.run([ray_bin, "get-auth-token", "--generate"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    path = home / ".ray" / "auth_token"
+    assert proc.returncode == 0 and path.is_file(), proc.stderr[-2000:]
+    path.chmod(0o600)
+    return path
+
+
 @pytest.fixture(scope="module")
-def two_nodes(tmp_path_factory):
+def token_file(tmp_path_factory) -> Path:
+    return generate_token(tmp_path_factory.mktemp("token-home"))
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory, token_file):
     logs = tmp_path_factory.mktemp("cluster")
     # a short, unique Ray temp dir (unix socket paths are limited to ~107 characters)
     temp_dir = tempfile.mkdtemp(prefix="rf2n-", dir="/tmp")
-    env = dict(os.environ, RAY_AUTH_MODE="token",
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_ADDRESS")}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file),
                PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
                RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.5", PYTHONUNBUFFERED="1")
     port, dash = _free_port(), _free_port()
@@ -106,12 +134,19 @@ def two_nodes(tmp_path_factory):
                      f"--dashboard-port={dash}", "--include-dashboard=true",
                      f"--temp-dir={temp_dir}"], env, logs / "head.log")]
     address = f"http://127.0.0.1:{dash}"
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH",
+                                             "RAY_ADDRESS", submit.CONFIG_ENV)}
+    for k in saved:
+        os.environ.pop(k, None)
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_file)  # the client reads the same file
     try:
         deadline = time.time() + 240
         while True:  # the Jobs API answers once the dashboard is up
             try:
                 submit.client(address).list_jobs()
                 break
+            except submit.ClusterAuthError:
+                raise
             except ConnectionError:
                 if time.time() > deadline or procs[0].poll() is not None:
                     raise RuntimeError((logs / "head.log").read_text()[-3000:]) from None
@@ -124,6 +159,11 @@ def two_nodes(tmp_path_factory):
             time.sleep(1)
         yield address
     finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         _stop(procs, temp_dir)
         import shutil
 
@@ -151,13 +191,20 @@ def test_actor_resources_reach_map_batches() -> None:
 @cluster_test
 @pytest.mark.ray
 @pytest.mark.timeout(1800)
-def test_submitted_campaign_runs_on_both_nodes(two_nodes, tmp_path, monkeypatch):
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+def test_submitted_campaign_runs_on_both_nodes(two_nodes, tmp_path, monkeypatch, token_file):
+    import requests
+
     monkeypatch.chdir(ROOT)
+    # token auth is on: no token, or another one, is refused
+    assert requests.get(f"{two_nodes}/api/jobs/", timeout=30).status_code == 401
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "not-the-cluster-token")
+    with pytest.raises(submit.ClusterAuthError, match="refused"):
+        submit.client(two_nodes)
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
     run_dir = tmp_path / "run"
     t0 = time.time()
     job_id = submit.submit(
-        "jobs/tiny.yaml", two_nodes, run_dir=str(run_dir),
+        "jobs/tiny.yaml", two_nodes, run_dir=run_dir.as_uri(),
         overrides=["training.num_workers=2", "training.cpus_per_worker=2",
                    "training.placement_strategy=STRICT_SPREAD",
                    # 8 shards of 500 rows (~1.5 MB each) = 8 read blocks for the 2 actors
@@ -169,14 +216,15 @@ def test_submitted_campaign_runs_on_both_nodes(two_nodes, tmp_path, monkeypatch)
         # this 12 MB pool would be one block for one actor; 1 MiB bins = one read per shard
         env={"RAY_DATA_PARQUET_BIN_PACKING_BYTES": str(1 << 20)},
     )
-    deadline = time.time() + 1200
-    while (st := submit.status(two_nodes, job_id)) not in submit.TERMINAL:
-        assert time.time() < deadline, submit.logs(two_nodes, job_id)[-3000:]
-        time.sleep(2)
+    streamed: list[str] = []
+    st = submit.follow(two_nodes, job_id, echo=streamed.append, timeout_s=1200)
     log = submit.logs(two_nodes, job_id)
     assert st == "SUCCEEDED", log[-4000:]
-    print(f"job {job_id}: {time.time() - t0:.0f} s from submission")
+    print(f"job {job_id}: {time.time() - t0:.0f} s from submission, "
+          f"{len(streamed)} streamed log chunks")
     assert "Predictive parity" in log  # the Table-1 style summary was printed
+    assert "Predictive parity" in "".join(streamed)  # ... and arrived through the stream
+    assert token_file.read_text().strip() not in log
     rounds = pd.read_csv(run_dir / "rounds.csv")
     assert list(rounds["round"]) == [0, 1]
     assert (rounds["train_workers"] == 2).all() and (rounds["train_nodes"] == 2).all()

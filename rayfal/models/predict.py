@@ -19,6 +19,17 @@ from rayfal.models.mc_dropout import (
 MASK_BLOCK = 8
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where the model lives: the device of its first parameter (or buffer); ``cpu`` for a
+    model with neither. Inputs are moved there batch by batch (no hard-coded ``cuda``)."""
+    net = getattr(model, "module", model)
+    for t in net.parameters():
+        return t.device
+    for t in net.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
 class RowKeyedMasks:
     """Dropout masks that depend only on ``(seed, layer, row key, MC sample)``.
 
@@ -83,7 +94,7 @@ def mc_probs(
     model.eval()
     if generator_seed is not None and row_keys is None:
         torch.manual_seed(generator_seed)
-    device = next(model.parameters()).device
+    device = model_device(model)
     out = []
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size].to(device, non_blocking=True)
@@ -112,13 +123,16 @@ def mc_probs(
 @torch.inference_mode()
 def deterministic_probs(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 512
                         ) -> np.ndarray:
-    """Softmax of the deterministic network (MC dropout off, eval mode) ``[N, C]`` float64."""
+    """Softmax of the deterministic network (MC dropout off, eval mode) ``[N, C]`` float64,
+    computed on the model's device (:func:`model_device`) whatever the device of ``x``."""
     net = getattr(model, "module", model)
+    device = model_device(net)
     was_training = net.training
     net.eval()
     try:
         with deterministic_dropout():
-            out = [F.softmax(net(x[s:s + batch_size]).float(), dim=1)
+            out = [F.softmax(net(x[s:s + batch_size].to(device, non_blocking=True)).float(),
+                             dim=1)
                    for s in range(0, len(x), batch_size)]
     finally:
         net.train(was_training)

@@ -9,6 +9,8 @@ hangs (Ray issue #44687), so :func:`actor_pool_size` always leaves one whole CPU
 from __future__ import annotations
 
 import math
+import os
+import socket
 import time
 from dataclasses import dataclass
 
@@ -62,6 +64,30 @@ def actor_pool_size(cfg: ScoringConfig, cluster: dict[str, float]) -> ActorPlan:
     return ActorPlan(size=size, cpus=cpus, gpus=float(cfg.gpus_per_actor))
 
 
+class GpuMissingError(RuntimeError):
+    """A scoring actor/task was asked for a GPU but sees no usable CUDA device."""
+
+
+def scoring_device(use_gpu: bool) -> torch.device:
+    """The device of a scoring actor/task: ``cuda`` when it was given a GPU, else ``cpu``.
+
+    Ray sets ``CUDA_VISIBLE_DEVICES`` to the GPU(s) it assigned, so ``cuda`` (index 0 of the
+    visible ones) is that GPU. A scorer asked for a GPU (``scoring.gpus_per_actor > 0``) that
+    finds none (no CUDA build of torch, a driver problem, an empty ``CUDA_VISIBLE_DEVICES``)
+    raises :class:`GpuMissingError` instead of silently scoring on the CPU."""
+    if not use_gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise GpuMissingError(
+            f"scoring.gpus_per_actor > 0 but this scoring worker on {socket.gethostname()} "
+            f"sees no CUDA device (torch {torch.__version__}, CUDA build "
+            f"{torch.version.cuda or 'none'}, CUDA_VISIBLE_DEVICES="
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')!s}); refusing to fall back "
+            "to the CPU. Install a CUDA build of torch on the GPU nodes, or set "
+            "scoring.gpus_per_actor: 0 to score on CPUs.")
+    return torch.device("cuda")
+
+
 class PoolScorer:
     """Ray Data callable class: drops labelled rows, runs the model, returns strategy scores."""
 
@@ -83,6 +109,7 @@ class PoolScorer:
     ) -> None:
         import ray
 
+        self.device = scoring_device(use_gpu)  # first: fail before any work without the GPU
         torch.set_num_threads(max(1, threads))
         self.strategy = make_strategy(strategy, seed=seed, round=round, **strategy_params)
         self.labelled = np.sort(np.asarray(ray.get(labelled_ref), dtype=np.int64))
@@ -99,10 +126,9 @@ class PoolScorer:
             from rayfal.models.checkpoint import model_from_spec
 
             spec, weights = ray.get(model_ref)
-            device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
             self.model = model_from_spec(spec)
             self.model.load_state_dict(load_safetensors(weights))
-            self.model.to(device).eval()
+            self.model.to(self.device).eval()
 
     def _unlabelled_mask(self, row_id: np.ndarray) -> np.ndarray:
         if len(self.labelled) == 0:

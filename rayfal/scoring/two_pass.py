@@ -49,6 +49,7 @@ from rayfal.scoring.per_row import (
     ScoringResult,
     actor_pool_size,
     map_batches_args,
+    scoring_device,
     use_actor_pool,
 )
 
@@ -83,12 +84,12 @@ class JinScorer:
 
         from rayfal.models.checkpoint import model_from_spec
 
+        self.device = scoring_device(use_gpu)  # first: fail before any work without the GPU
         torch.set_num_threads(max(1, threads))
         self.labelled = np.sort(np.asarray(ray.get(labelled_ref), dtype=np.int64))
         self.worst_group = worst_group
         self.feature_column, self.input_shape = feature_column, tuple(input_shape)
         self.seed = seed
-        self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         (spec_s, w_s), (spec_r, w_r) = ray.get(models_ref)
         self.models = []
         for spec, weights in ((spec_s, w_s), (spec_r, w_r)):
