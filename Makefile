@@ -9,7 +9,7 @@ STAMP := $(VENV)/.stamp-install
 JOB ?= jobs/quickstart.yaml
 RUN_DIR ?= runs/quickstart
 
-.PHONY: setup run test test-cluster lint report clean
+.PHONY: setup run test test-cluster lint report clean setup-labelstudio test-labelstudio
 
 setup: $(STAMP)
 
@@ -32,6 +32,25 @@ test: setup
 # `make test` runs it too, in its own pytest process after the suite.
 test-cluster: setup
 	RAYFAL_CLUSTER_TESTS=1 $(PY) -m pytest -q tests/test_cluster_jobs.py
+
+# Label Studio (a Django app whose dependencies clash with ours) lives in its own venv, used
+# only by the real-server test: it starts `label-studio` on 127.0.0.1 with SQLite under the
+# test's tmp dir, labels through the REST API and syncs (tests/test_label_studio.py). The install
+# takes about 1.5 min and 1 GB; the test about 1 min (server start-up ~50 s on 2 cores).
+LS_VENV := .venv-labelstudio
+LABEL_STUDIO_VERSION := 1.23.2
+LS_STAMP := $(LS_VENV)/.stamp-install
+
+setup-labelstudio: $(LS_STAMP)
+
+$(LS_STAMP):
+	test -d $(LS_VENV) || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -q --no-cache-dir --upgrade pip
+	$(LS_VENV)/bin/pip install -q --no-cache-dir label-studio==$(LABEL_STUDIO_VERSION)
+	touch $(LS_STAMP)
+
+test-labelstudio: setup $(LS_STAMP)
+	RAYFAL_LABEL_STUDIO_BIN=$(LS_VENV)/bin/label-studio $(PY) -m pytest -q tests/test_label_studio.py
 
 lint: setup
 	$(VENV)/bin/ruff check rayfal tests benchmarks

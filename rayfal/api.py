@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ class RunResult:
     run_dir: Path
     records: pd.DataFrame  # one row per (variant, campaign, seed, round)
     report_dir: Path | None = None
+    #: campaigns waiting for people's labels: campaign, seed, missing, requested, file
+    awaiting: list[dict] = field(default_factory=list)
 
 
 def _overrides_list(overrides: Any) -> list[str]:
@@ -65,7 +67,8 @@ def load_job(job: str | Path | Mapping, overrides: Mapping[str, Any] | list[str]
 
 def run(job: Job | str | Path | Mapping, run_dir: str | Path | None = None, *,
         resume: bool = False, address: str | None = None, progress: bool = True,
-        report: bool = True, baseline: str = "uniform") -> RunResult:
+        report: bool = True, baseline: str = "uniform",
+        accept_partial: bool = False) -> RunResult:
     """Run every campaign of ``job`` (a :class:`Job`, a YAML path or a mapping) on an embedded
     local Ray (``address=None``) or a cluster (``"auto"``, ``"ray://..."``).
 
@@ -74,6 +77,11 @@ def run(job: Job | str | Path | Mapping, run_dir: str | Path | None = None, *,
     ``run_dir/<variant>``. Returns the round records and, with ``report=True``, writes the
     report (tables, plots, paired differences against the campaign ``baseline``) into
     ``run_dir/report``.
+
+    With an oracle of people (``oracle.kind: files``) a campaign whose query batch is not
+    labelled yet stops there: ``result.awaiting`` lists them with the file to fill in; import
+    the labels (``rayfal labels import``) and call ``run(..., resume=True)`` again
+    (``accept_partial=True``: go on with the rows labelled so far).
     """
     from rayfal.campaign import run_job
     from rayfal.config import expand_variants
@@ -81,19 +89,44 @@ def run(job: Job | str | Path | Mapping, run_dir: str | Path | None = None, *,
     if not isinstance(job, Job):
         job = load_job(job)
     run_dir = Path(run_dir) if run_dir is not None else Path("runs") / job.config.name
-    frames, dirs = [], []
-    for name, sub_cfg, sub_resolved in expand_variants(job.config, job.resolved):
-        sub_dir = run_dir / name if name else run_dir
-        if name and progress:
-            print(f"== variant {name} -> {sub_dir}")
-        frames.append(run_job(sub_cfg, sub_resolved, sub_dir, resume=resume, address=address,
-                              progress=progress))
-        dirs.append(sub_dir)
-    records = pd.concat(frames, ignore_index=True)
-    report_dir = None
-    if report:
-        from rayfal.report import write_report
+    tracker = None
+    if getattr(job.config, "tracking", None) is not None:  # tracking: {mlflow: {...}}
+        from rayfal.tracking import make_tracker
 
-        report_dir = run_dir / "report"
-        write_report(dirs, report_dir, baseline=baseline)
-    return RunResult(run_dir, records, report_dir)
+        tracker = make_tracker(job.config, job.resolved, run_dir)
+    try:
+        frames, dirs = [], []
+        for name, sub_cfg, sub_resolved in expand_variants(job.config, job.resolved):
+            sub_dir = run_dir / name if name else run_dir
+            if name and progress:
+                print(f"== variant {name} -> {sub_dir}")
+            on_round = tracker.callback(name, sub_resolved, sub_dir) if tracker else None
+            frames.append(run_job(sub_cfg, sub_resolved, sub_dir, resume=resume,
+                                  address=address, progress=progress, on_round=on_round,
+                                  accept_partial=accept_partial))
+            dirs.append(sub_dir)
+        awaiting = [{**w, **({"variant": n} if n else {})} for f, (n, _, _) in
+                    zip(frames, expand_variants(job.config, job.resolved), strict=True)
+                    for w in f.attrs.get("awaiting", [])]
+        records = pd.concat(frames, ignore_index=True)
+        report_dir = None
+        if report and len(records):
+            from rayfal.report import write_report
+
+            report_dir = run_dir / "report"
+            write_report(dirs, report_dir, baseline=baseline)
+    except BaseException as exc:
+        if tracker is not None:
+            from rayfal.tracking import status_of
+
+            try:
+                tracker.finish(None, status=status_of(exc))
+            except Exception as track_exc:  # keep the job's own error
+                import logging
+
+                logging.getLogger("rayfal").warning("MLflow: ending the runs failed: %s",
+                                                    track_exc)
+        raise
+    if tracker is not None:
+        tracker.finish(report_dir)
+    return RunResult(run_dir, records, report_dir, awaiting)

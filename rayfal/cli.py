@@ -20,15 +20,83 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from rayfal.api import load_job, run
     from rayfal.report import format_table1, table1
 
-    job = load_job(args.job, args.set)
+    job_path, run_dir = Path(args.job), args.run_dir
+    if job_path.is_dir():  # rayfal run RUN_DIR --resume: the job saved in the run directory
+        if not (job_path / "job.yaml").is_file():
+            raise ConfigError(f"{job_path}: a directory without job.yaml; give a job file or a "
+                              "run directory written by 'rayfal run'")
+        if run_dir and Path(run_dir).resolve() != job_path.resolve():
+            raise ConfigError(f"--run-dir {run_dir}: differs from the run directory {job_path}")
+        run_dir, job_path = job_path, job_path / "job.yaml"
+    job = load_job(job_path, args.set)
     t0 = time.perf_counter()
-    result = run(job, args.run_dir, resume=args.resume, address=args.address,
-                 progress=not args.no_progress, baseline=args.baseline)
-    print()
-    print(format_table1(table1(result.records)))
+    result = run(job, run_dir, resume=args.resume, address=args.address,
+                 progress=not args.no_progress, baseline=args.baseline,
+                 accept_partial=args.accept_partial)
+    if len(result.records):
+        print()
+        print(format_table1(table1(result.records)))
     print(f"\n{len(result.records)} round records in {time.perf_counter() - t0:.0f} s -> "
           f"{result.run_dir}")
-    print(f"report: {result.report_dir}")
+    if result.report_dir is not None:
+        print(f"report: {result.report_dir}")
+    if result.awaiting:
+        print(f"\n{len(result.awaiting)} campaign(s) wait for labels:")
+        for w in result.awaiting:
+            print(f"  {w['campaign']} seed {w['seed']}: {w['missing']} of {w['requested']} rows "
+                  f"to label in {w['file'] or '(the labelling tool)'}")
+        print("Fill in the 'label' column of each file, then:\n"
+              f"  rayfal labels import {result.run_dir} FILE [--annotator NAME]\n"
+              f"  rayfal run {result.run_dir} --resume\n"
+              f"('rayfal labels status {result.run_dir}' shows what is left.)")
+    return 0
+
+
+def _print_import(res, run_dir) -> None:
+    where = "the initial labelled set" if res.round < 0 else f"round {res.round}"
+    print(f"{res.file}: {res.added} new label(s) for campaign {res.campaign} seed {res.seed}, "
+          f"{where}; {res.labelled} of {res.labelled + res.remaining} rows labelled, "
+          f"{res.remaining} remaining")
+    if res.remaining == 0:
+        print(f"the batch is complete: rayfal run {run_dir} --resume")
+
+
+def _cmd_labels_import(args: argparse.Namespace) -> int:
+    from rayfal.campaign.labels import import_label_studio, import_labels
+
+    fn = import_label_studio if args.format == "label-studio" else import_labels
+    _print_import(fn(args.run_dir, args.file, campaign=args.campaign, seed=args.seed,
+                     annotator=args.annotator), args.run_dir)
+    return 0
+
+
+def _cmd_labels_sync(args: argparse.Namespace) -> int:
+    from rayfal.campaign.labels import sync_labels
+
+    results = sync_labels(args.run_dir, campaign=args.campaign, seed=args.seed)
+    if not results:
+        print(f"{args.run_dir}: no campaign waits for labels")
+    for res in results:
+        _print_import(res, args.run_dir)
+    return 0
+
+
+def _cmd_labels_export(args: argparse.Namespace) -> int:
+    from rayfal.campaign.labels import export_label_studio
+
+    out = export_label_studio(args.run_dir, args.out, campaign=args.campaign, seed=args.seed)
+    print(f"wrote {out} (Label Studio tasks; import them in the project's Data Manager)")
+    return 0
+
+
+def _cmd_labels_status(args: argparse.Namespace) -> int:
+    from rayfal.campaign.labels import labels_status
+
+    table = labels_status(args.run_dir)
+    if table.empty:
+        print(f"{args.run_dir}: no campaign has started yet")
+        return 0
+    print(table.to_string(index=False, na_rep="-"))
     return 0
 
 
@@ -47,10 +115,13 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from rayfal.campaign.schedule import check_schedule, known_pool_rows
     from rayfal.config import expand_variants, load_job
 
     cfg, resolved = load_job(args.job, args.set)
     subs = expand_variants(cfg, resolved, source=str(args.job))
+    for _, sub, _ in subs:  # the schedule against the pool size known from the job file
+        check_schedule(sub, known_pool_rows(sub.dataset), source=str(args.job))
     if cfg.tune:
         from rayfal.tune.space import validate_spec
 
@@ -157,16 +228,43 @@ def _cmd_data_glyphs(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from rayfal.config import ScoringConfig
-    from rayfal.ray_env import init_ray
-    from rayfal.scoring.score_job import score_to_parquet
+    from pydantic import ValidationError
 
-    init_ray(args.address)
-    cfg = ScoringConfig(compute=args.compute, batch_size=args.batch_size,
-                        actors=args.actors if args.actors else "auto")
-    res = score_to_parquet(args.pool, args.checkpoint, args.out, strategy=args.strategy,
-                           mc_samples=args.mc, top_k=args.top_k, seed=args.seed, cfg=cfg,
-                           progress=not args.no_progress)
+    from rayfal.campaign.rundir import run_dir_lock
+    from rayfal.config import ScoringConfig
+    from rayfal.config.errors import first_problem
+    from rayfal.ray_env import init_ray
+    from rayfal.scoring.score_job import check_score_args, score_to_parquet
+
+    # every flag, the output folder, the pool and the checkpoint are checked before Ray starts
+    check_score_args(args.out, strategy=args.strategy, mc_samples=args.mc, top_k=args.top_k)
+    flags = {"batch_size": "--batch-size", "actors": "--actors",
+             "cpus_per_actor": "--cpus-per-actor", "gpus_per_actor": "--gpus-per-actor"}
+    if args.actors < 0:
+        raise ValueError(f"--actors {args.actors}: must be >= 1, or 0 for auto")
+    cpus: object = args.cpus_per_actor
+    if cpus != "auto":
+        try:
+            cpus = float(cpus)
+        except ValueError:
+            raise ValueError(f"--cpus-per-actor {cpus!r}: must be a number > 0 or 'auto'") from None
+    try:
+        cfg = ScoringConfig(compute=args.compute, batch_size=args.batch_size,
+                            actors=args.actors if args.actors else "auto",
+                            cpus_per_actor=cpus, gpus_per_actor=args.gpus_per_actor,
+                            mc_samples=args.mc)
+    except ValidationError as exc:
+        problem = first_problem(exc, ScoringConfig)
+        key = str(problem.loc[0]) if problem.loc else ""
+        value = {"batch_size": args.batch_size, "actors": args.actors,
+                 "cpus_per_actor": args.cpus_per_actor,
+                 "gpus_per_actor": args.gpus_per_actor}.get(key, "")
+        raise ValueError(f"{flags.get(key, key)} {value}: {problem.why}") from None
+    with run_dir_lock(args.out, "score", what="output folder", flag="--out"):  # one at a time
+        res = score_to_parquet(args.pool, args.checkpoint, args.out, strategy=args.strategy,
+                               mc_samples=args.mc, top_k=args.top_k, seed=args.seed, cfg=cfg,
+                               progress=not args.no_progress,
+                               ray_init=lambda: init_ray(args.address))
     print(f"{res.rows_scored} rows from {res.files_scored}/{res.files_total} shards in "
           f"{res.seconds:.1f} s ({res.rows_per_second:,.0f} rows/s) -> {res.out_dir}")
     return 0
@@ -176,11 +274,12 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     from rayfal import submit
 
     job_id = submit.submit(args.job, args.address, overrides=args.set, run_dir=args.run_dir,
-                           resume=args.resume, submission_id=args.submission_id)
+                           resume=args.resume, submission_id=args.submission_id,
+                           token_for=args.token_for)
     print(f"submitted {args.job} as {job_id} to {args.address}")
     if args.follow:
-        final = submit.follow(args.address, job_id)
-        print(f"{job_id}: {final}")
+        final = submit.follow(args.address, job_id, token_for=args.token_for)
+        print(f"\n{job_id}: {final}")
         return 0 if final == "SUCCEEDED" else 1
     return 0
 
@@ -195,22 +294,44 @@ def _cmd_job(args: argparse.Namespace) -> int:
     from rayfal import submit
 
     if args.command == "status":
-        print(submit.status(args.address, args.job_id))
+        print(submit.status(args.address, args.job_id, token_for=args.token_for))
     elif args.command == "logs":
         if args.follow:
-            final = submit.follow(args.address, args.job_id)
-            print(f"{args.job_id}: {final}")
+            final = submit.follow(args.address, args.job_id, token_for=args.token_for)
+            print(f"\n{args.job_id}: {final}")
         else:
-            print(submit.logs(args.address, args.job_id))
+            print(submit.logs(args.address, args.job_id, token_for=args.token_for))
     else:
-        print("stopped" if submit.stop(args.address, args.job_id) else "not running")
+        stopped = submit.stop(args.address, args.job_id, token_for=args.token_for)
+        print("stopped" if stopped else "not running")
     return 0
 
 
 _SET_HELP = ("override a job key with a dotted path, the value parsed as YAML, e.g. "
              "--set training.epochs=5 --set campaigns.0.params.eps=0.03 (repeatable)")
 _ADDRESS_HELP = "Ray address: auto, ray://HOST:10001 (default: an embedded local Ray)"
-_JOBS_API_HELP = "Ray Jobs API address, e.g. http://HEAD:8265"
+_JOBS_API_HELP = ("Ray Jobs API address, e.g. http://127.0.0.1:8265 (the head's dashboard "
+                  "port through 'ray dashboard CLUSTER.yaml' or 'kubectl port-forward')")
+_TOKEN_FOR_HELP = ("send the cluster token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+                   "~/.ray/auth_token) to HOST[:PORT], which must be --address's host. Without "
+                   "it the token goes only to loopback addresses, or to the addresses listed in "
+                   "$RAYFAL_SUBMIT_CONFIG (default ~/.config/rayfal/clusters.yaml) when that "
+                   "file exists; never to another host, and it is never printed")
+_RUN_DIR_HELP = ("required: the run directory on storage every node mounts at the same path "
+                 "(NFS, EFS, Filestore, Lustre), as an absolute path or a file:// URI; the "
+                 "job's working dir is temporary and results written there are lost. Only "
+                 "mounted shared filesystems are supported: object-store URIs (s3://, gs://) "
+                 "are refused, because rayfal writes run directories with local file APIs "
+                 "(SQLite label ledgers, checkpoints)")
+_SUBMIT_DESCRIPTION = (
+    "Submit a job file to a Ray cluster's Jobs API. The current directory is uploaded as the "
+    "job's working_dir (without .venv, runs, data, Parquet files) and the cluster runs "
+    "'python -m rayfal.cli run JOB --address auto --run-dir RUN_DIR'. RUN_DIR must be on "
+    "shared storage mounted at the same path on every node (NFS, EFS, Filestore, Lustre); "
+    "object-store URIs (s3://, gs://) are not supported, only mounted filesystems. The "
+    "cluster token is sent only to loopback addresses, to --token-for HOST, or to the "
+    "addresses listed in the config file (see --token-for); plain http:// to another host "
+    "gets a warning.")
 
 
 _BASELINE_HELP = ("campaign the report's paired differences are taken against (default uniform; "
@@ -225,13 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a job file (all campaigns x seeds)",
                          description="Run every campaign (strategy x seed) of a job file and "
                                      "write the round records, checkpoints and a report.")
-    run.add_argument("job", help="job file (YAML)")
+    run.add_argument("job", help="job file (YAML), or a run directory to --resume")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
     run.add_argument("--run-dir", help="run directory (default runs/<job name>)")
     run.add_argument("--resume", action="store_true", help="continue from the last committed round")
     run.add_argument("--address", help=_ADDRESS_HELP)
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--baseline", default="uniform", help=_BASELINE_HELP)
+    run.add_argument("--accept-partial", action="store_true",
+                     help="with --resume: go on with the rows of a query batch labelled so far")
     run.set_defaults(fn=_cmd_run)
 
     va = sub.add_parser("validate", help="check a job file (names, keys, types, ranges, data "
@@ -255,6 +378,43 @@ def build_parser() -> argparse.ArgumentParser:
                                     "parameters) and training mode (parameters, compositions).")
     st.set_defaults(fn=_cmd_strategies)
 
+    lab = sub.add_parser("labels", help="labels given by people: import a labelled batch, "
+                                        "show what waits for labels",
+                         description="For jobs whose oracle is people (oracle.kind: files): "
+                                     "each query batch is written to RUN_DIR/queries/; fill in "
+                                     "its 'label' column, import it, then 'rayfal run RUN_DIR "
+                                     "--resume'.")
+    lab_sub = lab.add_subparsers(dest="labels_command", required=True, metavar="ACTION")
+    li = lab_sub.add_parser("import", help="check a label file (CSV or Parquet with row_id, "
+                                           "label) and add it to the campaign's ledger")
+    li.add_argument("run_dir", metavar="RUN_DIR", help="run directory of the waiting campaign")
+    li.add_argument("file", metavar="FILE", help="CSV or Parquet with columns row_id, label")
+    li.add_argument("--campaign", help="campaign name (needed when several wait)")
+    li.add_argument("--seed", type=int, help="campaign seed (needed when several wait)")
+    li.add_argument("--annotator", help="who labelled (default: the user name; for a Label "
+                                        "Studio export: its annotators)")
+    li.add_argument("--format", choices=["table", "label-studio"], default="table",
+                    help="table: CSV/Parquet with row_id, label (default); label-studio: a "
+                         "Label Studio JSON export")
+    li.set_defaults(fn=_cmd_labels_import)
+    lsync = lab_sub.add_parser("sync", help="pull finished annotations from Label Studio "
+                                            "(oracle.kind: label_studio) into the ledgers")
+    lsync.add_argument("run_dir", metavar="RUN_DIR", help="run directory")
+    lsync.add_argument("--campaign", help="only this campaign")
+    lsync.add_argument("--seed", type=int, help="only this seed")
+    lsync.set_defaults(fn=_cmd_labels_sync)
+    lex = lab_sub.add_parser("export", help="the waiting batch as a file for another tool")
+    lex.add_argument("run_dir", metavar="RUN_DIR", help="run directory")
+    lex.add_argument("--format", choices=["label-studio"], default="label-studio",
+                     help="label-studio: tasks JSON (the only format so far)")
+    lex.add_argument("--out", required=True, help="output file (.json)")
+    lex.add_argument("--campaign", help="campaign name (needed when several wait)")
+    lex.add_argument("--seed", type=int, help="campaign seed (needed when several wait)")
+    lex.set_defaults(fn=_cmd_labels_export)
+    ls = lab_sub.add_parser("status", help="each campaign: rounds done, labels, what it waits for")
+    ls.add_argument("run_dir", metavar="RUN_DIR", help="run directory")
+    ls.set_defaults(fn=_cmd_labels_status)
+
     rep = sub.add_parser("report", help="tables and plots from run directories")
     rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                      help="run directories written by 'rayfal run'")
@@ -263,22 +423,28 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--baseline", default="uniform", help=_BASELINE_HELP)
     rep.set_defaults(fn=_cmd_report)
 
-    sm = sub.add_parser("submit", help="submit a job file to a Ray cluster's Jobs API")
-    sm.add_argument("job", help="job file (YAML); its folder is uploaded as the working dir")
+    sm = sub.add_parser("submit", help="submit a job file to a Ray cluster's Jobs API",
+                        description=_SUBMIT_DESCRIPTION)
+    sm.add_argument("job", help="job file (YAML), relative to the current directory (uploaded "
+                                "as the job's working dir)")
     sm.add_argument("--address", required=True, help=_JOBS_API_HELP)
+    sm.add_argument("--run-dir", required=True, metavar="RUN_DIR", help=_RUN_DIR_HELP)
     sm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
-    sm.add_argument("--run-dir", help="run directory on the cluster (shared storage)")
     sm.add_argument("--resume", action="store_true",
                     help="continue the run directory's last committed round")
     sm.add_argument("--submission-id", help="the Ray job's submission id (default: generated)")
-    sm.add_argument("--follow", action="store_true", help="stream logs until the job ends")
+    sm.add_argument("--follow", action="store_true",
+                    help="stream the job's log (Jobs API websocket) until the job ends")
+    sm.add_argument("--token-for", metavar="HOST[:PORT]", help=_TOKEN_FOR_HELP)
     sm.set_defaults(fn=_cmd_submit)
     for name, text in (("status", "job status"), ("logs", "job logs"), ("stop", "stop a job")):
         jp = sub.add_parser(name, help=f"{text} (Ray Jobs API)")
         jp.add_argument("job_id", help="the submission id printed by 'rayfal submit'")
         jp.add_argument("--address", required=True, help=_JOBS_API_HELP)
+        jp.add_argument("--token-for", metavar="HOST[:PORT]", help=_TOKEN_FOR_HELP)
         if name == "logs":
-            jp.add_argument("--follow", action="store_true", help="stream logs until the job ends")
+            jp.add_argument("--follow", action="store_true",
+                            help="stream the log (Jobs API websocket) until the job ends")
         jp.set_defaults(fn=_cmd_job)
 
     tn = sub.add_parser("tune", help="hyperparameter search (Ray Tune + Optuna) over a job's "
@@ -302,6 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--seed", type=int, default=0, help="seed of the MC masks and tie-breaks")
     sc.add_argument("--batch-size", type=int, default=512, help="rows per scoring batch")
     sc.add_argument("--actors", type=int, default=0, help="actor count (default: auto)")
+    sc.add_argument("--cpus-per-actor", default="auto", metavar="N|auto",
+                    help="CPUs per scoring actor/task (default auto: sized from the cluster)")
+    sc.add_argument("--gpus-per-actor", type=float, default=0.0, metavar="N",
+                    help="GPUs per scoring actor/task, e.g. 1 or 0.25 (default 0: CPU)")
     sc.add_argument("--compute", default="actors", choices=["actors", "tasks"],
                     help="Ray Data actor pool or task pool (default actors)")
     sc.add_argument("--address", help=_ADDRESS_HELP)

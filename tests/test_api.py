@@ -78,6 +78,10 @@ def test_python_api_campaign_with_own_model(ray_session, tmp_path: Path) -> None
     assert df.groupby("campaign")["n_labelled"].apply(list).to_dict() == {
         "bald": [20, 35, 50], "random": [20, 35, 50]}
     assert (df["accuracy"] > 0.6).all(), df["accuracy"].tolist()
+    prov = json.loads((tmp_path / "run/provenance.json").read_text())
+    assert len(prov) == 1 and prov[0]["status"] == "finished" and prov[0]["ended"]
+    assert {"rayfal", "ray", "torch", "python", "git_commit", "host", "job_fingerprint"} <= \
+        set(prov[0])
     spec = json.loads((tmp_path / "run/campaigns/bald/seed_0/round_000/model.json").read_text())
     assert spec["spec"]["name"] == "custom" and spec["spec"]["kwargs"]["target"] == \
         "test_api:TinyNet"

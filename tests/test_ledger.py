@@ -43,7 +43,8 @@ def test_empty_ledger(ledger: LabelLedger) -> None:
     ids = ledger.labelled_row_ids()
     assert ids.dtype == np.int64 and ids.size == 0
     frame = ledger.to_frame()
-    assert list(frame.columns) == ["row_id", "label", "round", "group", "source", "committed_at"]
+    assert list(frame.columns) == ["row_id", "label", "round", "group", "source", "committed_at",
+                                   "annotator"]
     assert len(frame) == 0
     assert ledger.commit([], [], round=0) == 0
 
@@ -62,7 +63,8 @@ def test_commit_and_read_back(ledger: LabelLedger) -> None:
     assert ledger.count_by_round() == {0: 3, 1: 2}
 
     frame = ledger.to_frame()
-    assert list(frame.columns) == ["row_id", "label", "round", "group", "source", "committed_at"]
+    assert list(frame.columns) == ["row_id", "label", "round", "group", "source", "committed_at",
+                                   "annotator"]
     assert frame["row_id"].tolist() == [5, 10, 20, 30, 40]
     assert frame["label"].tolist() == [0, 1, 2, 3, 4]
     assert frame["round"].tolist() == [1, 0, 0, 0, 1]
@@ -245,7 +247,7 @@ def test_reopen_persists_and_creates_parents(tmp_path: Path) -> None:
         version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         assert version == (str(SCHEMA_VERSION),)
         cols = [r[1] for r in conn.execute("PRAGMA table_info(labels)")]
-        assert cols == ["row_id", "label", "round", "grp", "source", "committed_at"]
+        assert cols == ["row_id", "label", "round", "grp", "source", "committed_at", "annotator"]
     finally:
         conn.close()
 
@@ -394,3 +396,73 @@ def test_sigkill_mid_commit_leaves_old_or_new_state(tmp_path: Path, fraction: fl
     path = tmp_path / "ledger.db"
     lines = _run_and_kill(path, fraction)
     _assert_whole_rounds(path, lines)
+
+
+# ---------------------------------------------------------------- people's labels, identity
+
+
+def test_annotations_keep_provenance_and_are_idempotent(tmp_path: Path) -> None:
+    led = LabelLedger(tmp_path / "l.sqlite")
+    assert led.add_annotations([5, 7], [1, 0], annotator="ann", round=1, file="a.csv") == 2
+    assert led.add_annotations([5, 7], [1, 0], annotator="ann", round=1, file="a.csv") == 0
+    df = led.annotations_frame()
+    assert df[["row_id", "annotator", "label", "round", "file"]].values.tolist() == [
+        [5, "ann", 1, 1, "a.csv"], [7, "ann", 0, 1, "a.csv"]]
+    ids, labs, ties = led.resolved_annotations([5, 7, 9])
+    assert ids.tolist() == [5, 7] and labs.tolist() == [1, 0] and ties == []
+
+
+def test_two_annotators_disagreeing_is_an_error_naming_both(tmp_path: Path) -> None:
+    led = LabelLedger(tmp_path / "l.sqlite")
+    led.add_annotations([5, 6], [1, 1], annotator="alice", round=1)
+    with pytest.raises(LabelConflictError, match="5: 0 by bob, 1 by alice"):
+        led.add_annotations([6, 5], [1, 0], annotator="bob", round=1)
+    assert len(led.annotations_frame()) == 2  # nothing from bob's batch
+    with pytest.raises(LabelConflictError, match="alice gave 1 before, now 0"):
+        led.add_annotations([5], [0], annotator="alice", round=1)
+
+
+def test_majority_aggregation_reports_ties(tmp_path: Path) -> None:
+    led = LabelLedger(tmp_path / "l.sqlite")
+    for who, labs in (("a", [1, 1]), ("b", [1, 0]), ("c", [0, 2])):
+        led.add_annotations([5, 6], labs, annotator=who, round=1, aggregation="majority")
+    ids, labs, ties = led.resolved_annotations([5, 6])
+    assert ids.tolist() == [5] and labs.tolist() == [1] and ties == [6]
+
+
+def test_annotation_against_committed_label_is_refused(tmp_path: Path) -> None:
+    led = LabelLedger(tmp_path / "l.sqlite")
+    led.commit([5], [1], round=0, source="human", annotator="alice")
+    assert led.to_frame()["annotator"].tolist() == ["alice"]
+    with pytest.raises(LabelConflictError, match="5: 0 by bob, but 1 by alice is in the ledger"):
+        led.add_annotations([5], [0], annotator="bob", round=1)
+
+
+def test_identity_is_bound_once_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    ident = {"job": "abc", "campaign": "bald", "seed": "0", "pool": "p1"}
+    LabelLedger(path).bind_identity(ident)
+    led = LabelLedger(path)
+    led.bind_identity(ident)  # same: fine
+    assert led.identity() == ident
+    with pytest.raises(LedgerError, match="belongs to another campaign .campaign: 'bald' here, "
+                                          "'random' expected"):
+        led.bind_identity({**ident, "campaign": "random"})
+
+
+def test_version_1_ledger_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema_version', '1');"
+        "CREATE TABLE labels (row_id INTEGER PRIMARY KEY, label INTEGER NOT NULL, "
+        "round INTEGER NOT NULL, grp INTEGER, source TEXT, committed_at TEXT);"
+        "INSERT INTO labels VALUES (3, 1, 0, 0, 'initial', '2026-01-01');")
+    conn.commit()
+    conn.close()
+    led = LabelLedger(path)
+    frame = led.to_frame()
+    assert frame["row_id"].tolist() == [3] and frame["annotator"].isna().all()
+    led.commit([4], [0], round=1, annotator="x")
+    assert LabelLedger(path).to_frame()["annotator"].tolist()[1] == "x"

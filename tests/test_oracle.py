@@ -13,8 +13,8 @@ from rayfal.campaign.oracle import (
     LabelAnswer,
     Oracle,
     SimulatedOracle,
-    make_oracle,
 )
+from rayfal.campaign.oracles import make_oracle
 from rayfal.data.pool import Pool
 
 

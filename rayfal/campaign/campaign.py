@@ -9,14 +9,22 @@ ledger (they are labelled from round ``r + 1`` on).
 Crash safety: the record is written before the ledger commit and holds the selected rows and
 their labels, so ``--resume`` re-commits them (a no-op when already there) and continues at the
 next round: nothing is lost or repeated. The ledger is the only store of "labelled".
+
+Labels from people: when the oracle cannot answer a batch yet, the query (with the round's
+record) is kept in ``pending.json`` (:mod:`rayfal.campaign.pending`), the batch is handed to
+the oracle (query files), and :class:`~rayfal.campaign.oracle.AwaitingLabels` ends this
+campaign's run; ``--resume`` picks the query up without retraining once the labels are in
+(``accept_partial``: go on with the rows labelled so far).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,18 +35,35 @@ from tqdm.auto import tqdm
 from rayfal.atomic import atomic_write_text
 from rayfal.campaign.context import Context
 from rayfal.campaign.evaluate import evaluate_round
-from rayfal.campaign.oracle import AwaitingLabels
+from rayfal.campaign.oracle import AwaitingLabels, LabelAnswer
+from rayfal.campaign.oracles import make_oracle
+from rayfal.campaign.pending import PendingQuery, clear_pending, read_pending, write_pending
+from rayfal.campaign.rundir import check_round_records
 from rayfal.campaign.schedule import group_fracs, initial_selection, schedule
 from rayfal.campaign.select import RoundState, select_round
 from rayfal.config import CampaignConfig, campaign_training
 from rayfal.data import schema as S
 from rayfal.data.ledger import LabelLedger
 from rayfal.data.sources.adult import initial_row_ids
+from rayfal.labelling.batches import QueryBatch
 from rayfal.models.checkpoint import build_from_config, load_checkpoint
 from rayfal.training.distributed import fit_round
 from rayfal.training.modes import needs_group_head
 
 log = logging.getLogger("rayfal")
+
+
+def job_fingerprint(cfg) -> str:
+    """A hash of the job's settings that decide a campaign's rounds (not ``ray`` or
+    ``tracking``): a ledger written under another job is refused."""
+    raw = {k: v for k, v in cfg.to_dict().items() if k not in ("ray", "tracking")}
+    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def pool_fingerprint(pool) -> str:
+    """A hash of the pool's files (names and sizes) and row count."""
+    parts = sorted((Path(f).name, Path(f).stat().st_size) for f in pool.files)
+    return hashlib.sha256(json.dumps([parts, pool.num_rows]).encode()).hexdigest()[:16]
 
 
 class Campaign:
@@ -53,6 +78,11 @@ class Campaign:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.training = campaign_training(ctx.cfg, campaign)
         self.ledger = LabelLedger(self.dir / "ledger.sqlite", is_known=ctx.pool.is_known)
+        self.ledger.bind_identity({"job": job_fingerprint(ctx.cfg), "campaign": campaign.name,
+                                   "seed": str(seed), "pool": pool_fingerprint(ctx.pool)})
+        self.oracle = make_oracle(ctx.cfg.oracle, ctx.pool, ledger=self.ledger,
+                                  queries_dir=ctx.run_dir / "queries" / campaign.name /
+                                  f"seed_{seed}", num_classes=ctx.num_classes)
         num_groups = int(max(ctx.groups)) + 1 if needs_group_head(self.training.mode) else None
         torch.manual_seed(seed)
         init, self.spec = build_from_config(ctx.cfg.model, ctx.pool.input_shape,
@@ -61,22 +91,39 @@ class Campaign:
 
     def records(self) -> list[dict]:
         """The round records written so far, in round order."""
-        return [json.loads(p.read_text())
-                for p in sorted((self.dir / "rounds").glob("round_*.json"))]
+        paths = sorted((self.dir / "rounds").glob("round_*.json"),
+                       key=lambda p: int(p.stem.removeprefix("round_")))
+        return [json.loads(p.read_text()) for p in paths]
 
     def groups_of(self, row_ids) -> np.ndarray:
         return self.ctx.pool.take(np.asarray(row_ids, dtype=np.int64), [S.GROUP])[S.GROUP]
 
-    def labels_of(self, row_ids: np.ndarray) -> tuple[np.ndarray, str]:
-        """The oracle's labels of ``row_ids`` (in order) and their source; raises
-        :class:`~rayfal.campaign.oracle.AwaitingLabels` naming the campaign when the oracle
-        has not labelled every row yet."""
-        answer = self.ctx.oracle.labels_for(row_ids)
-        missing = answer.missing(row_ids)
-        if len(missing):
-            raise AwaitingLabels(len(missing), len(row_ids),
-                                 f"campaign {self.campaign.name} seed {self.seed}: ")
-        return answer.labels_in_order(row_ids), answer.source
+    # ------------------------------------------------------------------ asking for labels
+    def ask(self, pending: PendingQuery) -> LabelAnswer:
+        """The oracle's labels for the pending query's rows, in query order. When some are
+        missing the query is kept on disk and handed to the oracle, and
+        :class:`AwaitingLabels` is raised, unless ``accept_partial`` and some are labelled."""
+        ids = np.asarray(pending.row_id, np.int64)
+        answer = self.oracle.labels_for(ids, pending.round + 1)
+        missing = answer.missing(ids)
+        if len(missing) == 0:
+            return answer.subset(ids)
+        if self.ctx.accept_partial and len(missing) < len(ids):
+            log.warning("campaign %s seed %s: going on with %d of %d labels (--accept-partial)",
+                        self.campaign.name, self.seed, len(ids) - len(missing), len(ids))
+            return answer.subset(ids)
+        write_pending(self.dir, pending)  # before the request: a crash re-asks on --resume
+        files = self.oracle.request(QueryBatch(
+            self.campaign.name, self.seed, pending.round, ids, np.asarray(pending.group),
+            None if pending.score is None else np.asarray(pending.score)))
+        if files and not pending.files:
+            pending.files = {k: str(v) for k, v in files.items()}
+            write_pending(self.dir, pending)
+        where = f"campaign {self.campaign.name} seed {self.seed}: "
+        if answer.ties:
+            where += f"annotators tie on row_id {answer.ties[:10]}; "
+        raise AwaitingLabels(len(missing), len(ids), where,
+                             pending.files.get("csv", "") if pending.files else "")
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> list[dict]:
@@ -84,19 +131,31 @@ class Campaign:
         ctx, cfg = self.ctx, self.ctx.cfg
         pool = ctx.pool
         n_queries = schedule(cfg, pool.num_rows)
+        check_round_records(self.dir)  # no gaps or foreign records before resuming
+        records = self.records()
+        pending = read_pending(self.dir)
+        if pending is not None and (len(self.ledger) if pending.round < 0
+                                    else pending.round < len(records)):
+            clear_pending(self.dir)  # the round it asked for is already recorded
+            pending = None
         if len(self.ledger) == 0:
             init = initial_row_ids(pool)  # the data's own D0 ('initial' column: adult.py)
             if init is None:
                 init = initial_selection(pool.row_ids(), cfg.al.initial_labels, self.seed)
-            labels, _ = self.labels_of(init)
-            self.ledger.commit(init, labels, round=0, groups=self.groups_of(init),
-                               source="initial")
-        records = self.records()
+            answer = self.ask(PendingQuery(-1, init.tolist(), self.groups_of(init).tolist(),
+                                           ctx.num_classes))
+            source = "initial" if answer.source == "simulated" else answer.source
+            self.ledger.commit(answer.row_id, answer.label, round=0,
+                               groups=self.groups_of(answer.row_id), source=source,
+                               annotator=answer.annotator or None)
+            clear_pending(self.dir)
+            pending = None
         if records and records[-1]["selected"]:  # resume: re-commit (idempotent)
             last = records[-1]
             self.ledger.commit(last["selected"], last["selected_labels"],
                                round=last["round"] + 1, groups=self.groups_of(last["selected"]),
-                               source=last.get("label_source", "simulated"))
+                               source=last.get("label_source", "simulated"),
+                               annotator=last.get("selected_annotators"))
         start = len(records)
         for rec in records if self.on_round else []:
             self.on_round(rec)
@@ -104,10 +163,18 @@ class Campaign:
         with tqdm(total=n_queries + 1, initial=start, desc=desc, unit="round",
                   disable=not ctx.progress) as bar:
             for r in range(start, n_queries + 1):
-                rec = self.round(r, query=r < n_queries, n_rounds=n_queries)
+                t0 = time.perf_counter()
+                if pending is not None and pending.round == r and pending.record is not None:
+                    rec = self.finish_round(r, pending.record, pending)
+                    pending = None
+                else:
+                    rec = self.round(r, query=r < n_queries, n_rounds=n_queries)
                 records.append(rec)
                 if self.on_round:
                     self.on_round(rec)
+                log.info("campaign %s seed %d round %d: %d labels, accuracy %.4f, dA %.4f, "
+                         "%.1f s", self.campaign.name, self.seed, r, rec["n_labelled"],
+                         rec["accuracy"], rec["predictive_parity"], time.perf_counter() - t0)
                 bar.set_postfix(n=rec["n_labelled"], acc=f"{rec['accuracy']:.3f}",
                                 dA=f"{rec['predictive_parity']:.3f}")
                 bar.update(1)
@@ -147,35 +214,48 @@ class Campaign:
             "train_workers": int(train_logs.get("world_size", 1)),
             "train_nodes": len(str(train_logs.get("train_nodes", "")).split(",")),
         }
-        selected = np.zeros(0, np.int64)
-        pool_counts: dict[int, int] = {}
-        score_seconds, score_nodes = 0.0, 0
-        if query:
-            sel = select_round(ctx, RoundState(
-                r=r, seed=self.seed, name=self.campaign.name, strategy=self.campaign.strategy,
-                params=dict(self.campaign.params), model=model, round_dir=round_dir,
-                work_dir=self.dir, labelled={"row_id": ids, **data}, metrics=metrics,
-                spec=self.spec, init_state=self.init_state, training=self.training,
-                n_rounds=n_rounds))
-            rec.update(sel.record)
-            selected, pool_counts = sel.selected, sel.pool_counts
-            score_seconds, score_nodes = sel.seconds, sel.nodes
-        if len(selected):
-            sel_labels, source = self.labels_of(selected)
-            sel_groups = self.groups_of(selected)
+        if not query:
+            rec.update({f"query_frac_group_{g}": float("nan") for g in ctx.groups})
+            rec.update(group_fracs("pool", pool.group_counts(exclude=ids), ctx.groups))
+            rec.update({"pool_counts": None, "n_queried": 0, "score_seconds": 0.0,
+                        "score_nodes": 0})
+            return self.finish_round(r, rec, None)
+        sel = select_round(ctx, RoundState(
+            r=r, seed=self.seed, name=self.campaign.name, strategy=self.campaign.strategy,
+            params=dict(self.campaign.params), model=model, round_dir=round_dir,
+            work_dir=self.dir, labelled={"row_id": ids, **data}, metrics=metrics,
+            spec=self.spec, init_state=self.init_state, training=self.training,
+            n_rounds=n_rounds,
+            oracle=lambda ids: self.oracle.labels_for(ids).labels_in_order(ids)))
+        rec.update(sel.record)
+        rec.update(group_fracs("pool", sel.pool_counts, ctx.groups))
+        rec.update({"score_seconds": sel.seconds, "score_nodes": sel.nodes})
+        pending = PendingQuery(r, sel.selected.tolist(), self.groups_of(sel.selected).tolist(),
+                               ctx.num_classes, None if sel.scores is None else
+                               [float(v) for v in sel.scores], rec)
+        return self.finish_round(r, rec, pending)
+
+    def finish_round(self, r: int, rec: dict, pending: PendingQuery | None) -> dict:
+        """Label the round's query (``pending``; ``None``: no query), write the round record,
+        then commit the labels (the record first: ``--resume`` re-commits from it)."""
+        rec = {k: v for k, v in rec.items() if k != "pool_counts"}
+        if pending is None or not pending.row_id:
+            selected, sel_labels = np.zeros(0, np.int64), np.zeros(0, np.int64)
+            sel_groups, answer = np.zeros(0, np.int64), None
         else:
-            sel_labels, source = np.zeros(0, np.int64), "simulated"
-            sel_groups = np.zeros(0, np.int64)
-        rec.update(group_fracs("query", sel_groups, ctx.groups) if query else
-                   {f"query_frac_group_{g}": float("nan") for g in ctx.groups})
-        rec.update(group_fracs("pool", pool_counts, ctx.groups) if query else
-                   group_fracs("pool", pool.group_counts(exclude=ids), ctx.groups))
+            answer = self.ask(pending)
+            selected, sel_labels = answer.row_id, answer.label
+            sel_groups = self.groups_of(selected)
+        if pending is not None:
+            rec.update(group_fracs("query", sel_groups, self.ctx.groups))
         rec.setdefault("ms_train_seconds", 0.0)  # JIN's M_S training (FRAL Table 2)
-        rec.update({"n_queried": int(len(selected)), "score_seconds": score_seconds,
-                    "score_nodes": score_nodes,
-                    "selected": selected.tolist(), "selected_labels": sel_labels.tolist()})
+        rec.update({"n_queried": int(len(selected)), "selected": selected.tolist(),
+                    "selected_labels": sel_labels.tolist()})
+        if answer is not None and answer.source != "simulated":
+            rec.update(label_source=answer.source, selected_annotators=list(answer.annotator))
         atomic_write_text(self.dir / "rounds" / f"round_{r:03d}.json", json.dumps(rec))
         if len(selected):
             self.ledger.commit(selected, sel_labels, round=r + 1, groups=sel_groups,
-                               source=source)
+                               source=answer.source, annotator=answer.annotator or None)
+        clear_pending(self.dir)
         return rec

@@ -44,8 +44,8 @@ class Context:
     groups: list[int]
     scenario: str
     progress: bool
-    oracle: object  # rayfal.campaign.oracle.Oracle
     val: EvalSet | None = None  # evaluation.val_fraction > 0: the split that picks z*
+    accept_partial: bool = False  # go on with a partly labelled query batch (people)
 
     @property
     def num_classes(self) -> int:

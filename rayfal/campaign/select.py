@@ -41,6 +41,7 @@ class Selection:
     seconds: float = 0.0
     nodes: int = 0
     record: dict[str, Any] = field(default_factory=dict)
+    scores: np.ndarray | None = None  # the strategy's scores of the selected rows, if any
 
 
 @dataclass
@@ -61,6 +62,7 @@ class RoundState:
     init_state: bytes
     training: Any  # the campaign's TrainingConfig
     n_rounds: int
+    oracle: Any = None  # row_ids -> labels (whole-pool strategies that ask during selection)
 
 
 def select_round(ctx, st: RoundState) -> Selection:
@@ -88,9 +90,11 @@ def select_round(ctx, st: RoundState) -> Selection:
                 round=st.r, budget=budget, labelled=st.labelled["row_id"],
                 model=(st.spec, weights) if strategy.needs_probs else None, cfg=cfg.scoring,
                 use_gpu=st.training.use_gpu, progress=ctx.progress)
-        selected = strategy.select(res.candidates, budget)
-        sel = Selection(np.asarray(selected, np.int64), dict(res.candidates.group_counts),
-                        res.seconds, res.nodes)
+        selected = np.asarray(strategy.select(res.candidates, budget), np.int64)
+        cand = res.candidates
+        by_id = dict(zip(cand.row_id.tolist(), cand.score.tolist(), strict=True))
+        sel = Selection(selected, dict(cand.group_counts), res.seconds, res.nodes,
+                        scores=np.asarray([by_id.get(int(i), np.nan) for i in selected]))
     ids = st.labelled["row_id"]
     if len(np.unique(sel.selected)) != len(sel.selected) or np.isin(sel.selected, ids).any():
         raise RuntimeError(f"strategy '{strategy.name}' selected repeated/labelled rows")
@@ -162,7 +166,7 @@ def _select_whole_pool(ctx, st: RoundState, strategy: Strategy) -> Selection:
     view = PoolView(
         pool=ctx.pool, labelled=labelled, model=st.model, budget=cfg.al.query_size,
         seed=st.seed, round=st.r, n_rounds=max(1, st.n_rounds), fairness=fairness, meta=meta,
-        oracle=lambda ids: ctx.oracle.labels_for(ids).labels_in_order(ids),
+        oracle=st.oracle,
         policy=policy, work_dir=st.work_dir, mc_samples=cfg.scoring.mc_samples, info=info)
     selected = check_selection(strategy, view, strategy.select_pool(view, cfg.al.query_size),
                                cfg.al.query_size)

@@ -291,8 +291,49 @@ class SimulatedOracle(Section):
     kind: Literal["simulated"] = "simulated"
 
 
-# A discriminated union on ``kind`` once a second oracle exists (files, Label Studio).
-OracleConfig = SimulatedOracle
+Aggregation = Literal["none", "majority"]
+
+
+class FilesOracle(Section):
+    """People label each query batch in files: the campaign writes
+    ``RUN_DIR/queries/<campaign>/seed_<s>/round_NNN.{parquet,csv,png}`` and waits;
+    ``rayfal labels import`` brings the labels in, ``rayfal run RUN_DIR --resume`` goes on."""
+
+    kind: Literal["files"] = "files"
+    aggregation: Aggregation = Field(
+        "none", description="several annotators of one row: 'none' = disagreement is an "
+                            "error; 'majority' = the most frequent label (ties reported)")
+
+
+class LabelStudioOracle(Section):
+    """People label each query batch in a Label Studio project (tasks imported by rayfal,
+    annotations pulled by ``rayfal labels sync``)."""
+
+    kind: Literal["label_studio"] = "label_studio"
+    url: str = Field(description="the Label Studio server, e.g. http://127.0.0.1:8080")
+    project: str = Field(description="project title (created when missing, else reused)")
+    api_key_env: str = Field("LABEL_STUDIO_API_KEY",
+                             description="environment variable holding the API token")
+    aggregation: Aggregation = "none"
+
+    @model_validator(mode="after")
+    def _check_url(self) -> LabelStudioOracle:
+        if not self.url.startswith(("http://", "https://")):
+            raise Invalid("must start with http:// or https://", loc=("url",), value=self.url)
+        return self
+
+
+def _default_oracle_kind(value: Any) -> Any:
+    if isinstance(value, dict) and "kind" not in value:
+        return {"kind": "simulated", **value}
+    return value
+
+
+OracleConfig = Annotated[
+    Union[SimulatedOracle, FilesOracle, LabelStudioOracle],  # noqa: UP007
+    Field(discriminator="kind"),
+    BeforeValidator(_default_oracle_kind),
+]
 
 
 # ----------------------------------------------------------------------------- training
@@ -472,6 +513,53 @@ class Variant(Section):
     set: dict[str, Any] = Field(default_factory=dict, description="{dotted.key: value}")
 
 
+def _tracking_uri(value: str) -> str:
+    from urllib.parse import urlparse
+
+    allowed = "sqlite:///PATH, file:PATH or http(s)://HOST[:PORT]"
+    scheme = value.split(":", 1)[0].lower() if ":" in value else ""
+    if scheme == "sqlite":
+        path = value[len("sqlite:///"):].split("?", 1)[0] if value.startswith("sqlite:///") else ""
+        if not path or path == ":memory:":
+            raise Invalid("an SQLite tracking URI names a database file: sqlite:///RELATIVE/PATH "
+                          "or sqlite:////ABSOLUTE/PATH", value=value)
+    elif scheme == "file":
+        import os
+
+        if not urlparse(value).path:
+            raise Invalid(f"a file store URI needs a path (file:///ABSOLUTE/DIR); allowed: "
+                          f"{allowed}", value=value)
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("true", "1"):
+            raise Invalid("MLflow 3 refuses its file store (maintenance mode): use "
+                          "sqlite:///PATH, or set MLFLOW_ALLOW_FILE_STORE=true", value=value)
+    elif scheme in ("http", "https"):
+        if not urlparse(value).netloc:
+            raise Invalid(f"a tracking server URI needs a host; allowed: {allowed}", value=value)
+    else:
+        raise Invalid(f"not an MLflow tracking URI; allowed: {allowed}", value=value)
+    return value
+
+
+class MlflowTrackingConfig(Section):
+    """An MLflow tracking store: each campaign (x seed) is a run nested under one run of the
+    job (rayfal/tracking/mlflow.py)."""
+
+    uri: Annotated[str, AfterValidator(_tracking_uri)] = Field(
+        description="tracking URI: sqlite:///PATH, file:PATH or http(s)://HOST[:PORT]")
+    experiment: str | None = Field(None, min_length=1,
+                                   description="experiment name (default: the job's name)")
+    run_name_prefix: str | None = Field(None, description="prefix of every run's name")
+    artifact_location: str | None = Field(
+        None, min_length=1, description="artefact root of a new experiment (default with "
+                                        "sqlite: mlartifacts/ next to the database file)")
+
+
+class TrackingConfig(Section):
+    """Experiment tracking (null: off)."""
+
+    mlflow: MlflowTrackingConfig | None = Field(None, description="log to MLflow")
+
+
 class JobConfig(Section):
     """A job file (see the README's table of keys)."""
 
@@ -491,6 +579,8 @@ class JobConfig(Section):
                                     description="sub-jobs, each {name, set: {key: value}}")
     tune: dict[str, Any] = Field(default_factory=dict,
                                  description="rayfal tune: space, objectives, num_samples, ...")
+    tracking: TrackingConfig | None = Field(None, description="experiment tracking, e.g. "
+                                                              "{mlflow: {uri, experiment}}")
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> JobConfig:

@@ -4,11 +4,21 @@ The ledger is the single source of truth for labels acquired during active learn
 SQLite database (WAL journal, ``synchronous=FULL``) with one row per labelled pool row::
 
     labels(row_id INTEGER PRIMARY KEY, label INTEGER NOT NULL, round INTEGER NOT NULL,
-           grp INTEGER, source TEXT, committed_at TEXT)
+           grp INTEGER, source TEXT, committed_at TEXT, annotator TEXT)
+
+and, for labels given by people, every annotation as it was imported (provenance; several
+annotators may label one row, see :meth:`LabelLedger.add_annotations`)::
+
+    annotations(row_id, annotator, label, round, source, file, imported_at)
+                PRIMARY KEY (row_id, annotator)
 
 Every :meth:`LabelLedger.commit` is all-or-nothing in a single transaction: a batch either
 lands entirely or not at all, even if the process is killed mid-commit. Re-committing a row with
 the same label is a no-op (the original round is kept); a different label is a conflict.
+
+``meta`` also holds the ledger's identity (:meth:`LabelLedger.bind_identity`: the job's hash,
+the campaign, the seed and the pool's fingerprint), so a ledger is never used by another
+campaign. Ledgers of schema version 1 are upgraded in place when opened.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ __all__ = [
     "UnknownRowError",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MAX_SHOWN = 20  # ids named in an error message
 _CHUNK = 900  # max bound parameters per IN (...) query
 
@@ -47,7 +57,19 @@ CREATE TABLE IF NOT EXISTS labels (
     committed_at TEXT
 );
 CREATE INDEX IF NOT EXISTS labels_round ON labels(round);
+CREATE TABLE IF NOT EXISTS annotations (
+    row_id INTEGER NOT NULL,
+    annotator TEXT NOT NULL,
+    label INTEGER NOT NULL,
+    round INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    file TEXT,
+    imported_at TEXT NOT NULL,
+    PRIMARY KEY (row_id, annotator)
+);
 """
+
+_MIGRATE_1_TO_2 = "ALTER TABLE labels ADD COLUMN annotator TEXT"
 
 
 class LedgerError(ValueError):
@@ -161,9 +183,12 @@ class LabelLedger:
                 if stmt.strip():
                     conn.execute(stmt)
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None:
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(labels)")}
+            if "annotator" not in columns:  # new (columns come from _SCHEMA) or version 1
+                conn.execute(_MIGRATE_1_TO_2)
+            if row is None or row[0] == "1":
                 conn.execute(
-                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?)",
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
                 )
             elif row[0] != str(SCHEMA_VERSION):
@@ -174,7 +199,8 @@ class LabelLedger:
             conn.execute("COMMIT")
             conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS _batch "
-                "(row_id INTEGER PRIMARY KEY, label INTEGER NOT NULL, grp INTEGER)"
+                "(row_id INTEGER PRIMARY KEY, label INTEGER NOT NULL, grp INTEGER, "
+                "annotator TEXT)"
             )
         except sqlite3.Error as exc:
             conn.close()
@@ -204,6 +230,7 @@ class LabelLedger:
         round: int,
         groups: Any = None,
         source: str = "oracle",
+        annotator: str | Any | None = None,
     ) -> int:
         """Record ``labels`` for ``row_ids`` acquired in ``round``, atomically.
 
@@ -223,6 +250,12 @@ class LabelLedger:
         grps = None if groups is None else _as_int64(groups, "groups", where)
         if grps is not None and len(grps) != len(ids):
             raise LedgerError(f"{where}: {len(ids)} row_ids but {len(grps)} groups")
+        if annotator is None or isinstance(annotator, str):
+            who = np.full(len(ids), annotator, dtype=object)
+        else:  # one annotator (or None) per row
+            who = np.asarray(list(annotator), dtype=object)
+            if len(who) != len(ids):
+                raise LedgerError(f"{where}: {len(ids)} row_ids but {len(who)} annotators")
         db = self._db
         if len(ids) == 0:
             return 0
@@ -246,6 +279,7 @@ class LabelLedger:
         keep = np.concatenate([[True], ~dup])
         u_ids, u_labs = s_ids[keep], s_labs[keep]
         u_grps = None if grps is None else grps[order][keep]
+        u_who = who[order][keep]
 
         if self._is_known is not None:
             known = np.asarray(self._is_known(u_ids))
@@ -264,6 +298,7 @@ class LabelLedger:
             u_ids.tolist(),
             u_labs.tolist(),
             [None] * len(u_ids) if u_grps is None else u_grps.tolist(),
+            u_who.tolist(),
             strict=True,
         )
         stamp = datetime.now(timezone.utc).isoformat(timespec="microseconds")
@@ -271,7 +306,8 @@ class LabelLedger:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.execute("DELETE FROM _batch")
-                db.executemany("INSERT INTO _batch(row_id, label, grp) VALUES (?, ?, ?)", rows)
+                db.executemany("INSERT INTO _batch(row_id, label, grp, annotator) "
+                               "VALUES (?, ?, ?, ?)", rows)
                 conflicts = db.execute(
                     "SELECT b.row_id, l.label, b.label FROM _batch b "
                     "JOIN labels l ON l.row_id = b.row_id "
@@ -288,8 +324,9 @@ class LabelLedger:
                         arr[:, 2],
                     )
                 cur = db.execute(
-                    "INSERT INTO labels(row_id, label, round, grp, source, committed_at) "
-                    "SELECT b.row_id, b.label, ?, b.grp, ?, ? FROM _batch b "
+                    "INSERT INTO labels(row_id, label, round, grp, source, committed_at, "
+                    "annotator) SELECT b.row_id, b.label, ?, b.grp, ?, ?, b.annotator "
+                    "FROM _batch b "
                     "WHERE NOT EXISTS (SELECT 1 FROM labels l WHERE l.row_id = b.row_id)",
                     (int(round), source, stamp),
                 )
@@ -312,11 +349,12 @@ class LabelLedger:
 
     def to_frame(self) -> pd.DataFrame:
         """The ledger as a frame: row_id, label, round, group (nullable Int64), source,
-        committed_at; sorted by row_id."""
+        committed_at, annotator; sorted by row_id."""
         rows = self._db.execute(
-            "SELECT row_id, label, round, grp, source, committed_at FROM labels ORDER BY row_id"
+            "SELECT row_id, label, round, grp, source, committed_at, annotator FROM labels "
+            "ORDER BY row_id"
         ).fetchall()
-        cols = list(zip(*rows, strict=True)) if rows else [()] * 6
+        cols = list(zip(*rows, strict=True)) if rows else [()] * 7
         return pd.DataFrame(
             {
                 "row_id": np.asarray(cols[0], dtype=np.int64),
@@ -325,8 +363,148 @@ class LabelLedger:
                 "group": pd.array(list(cols[3]), dtype="Int64"),
                 "source": pd.Series(list(cols[4]), dtype=object),
                 "committed_at": pd.Series(list(cols[5]), dtype=object),
+                "annotator": pd.Series(list(cols[6]), dtype=object),
             }
         )
+
+    # ------------------------------------------------------------------ annotations (people)
+    def add_annotations(self, row_ids: Any, labels: Any, *, annotator: str, round: int,
+                        source: str = "human", file: str | None = None,
+                        aggregation: str = "none") -> int:
+        """Record one annotator's labels for ``row_ids`` (in one transaction; returns the
+        number of new annotations). The same annotator giving the same label again is a no-op.
+
+        Refused, with nothing written (:class:`LabelConflictError` naming the ids, labels and
+        annotators): the same annotator changing a label; a label that differs from the row's
+        committed label; and, with ``aggregation="none"``, a label that differs from another
+        annotator's (with ``"majority"`` disagreements are kept and resolved by
+        :meth:`resolved_annotations`)."""
+        where = f"ledger {self.path}"
+        if not annotator or not isinstance(annotator, str):
+            raise LedgerError(f"{where}: annotator must be a non-empty name")
+        if aggregation not in ("none", "majority"):
+            raise LedgerError(f"{where}: aggregation must be 'none' or 'majority'")
+        ids = _as_int64(row_ids, "row_ids", where)
+        labs = _as_int64(labels, "labels", where)
+        if len(ids) != len(labs):
+            raise LedgerError(f"{where}: {len(ids)} row_ids but {len(labs)} labels")
+        if len(np.unique(ids)) != len(ids):
+            raise LedgerError(f"{where}: repeated row_ids in one annotation batch")
+        if len(ids) == 0:
+            return 0
+        db = self._db
+        stamp = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                problems: list[str] = []
+                added = 0
+                for rid, lab in zip(ids.tolist(), labs.tolist(), strict=True):
+                    committed = db.execute("SELECT label, annotator, source FROM labels "
+                                           "WHERE row_id = ?", (rid,)).fetchone()
+                    if committed is not None and committed[0] != lab:
+                        who = committed[1] or committed[2]
+                        problems.append(f"{rid}: {lab} by {annotator}, but {committed[0]} by "
+                                        f"{who} is in the ledger")
+                        continue
+                    others = db.execute("SELECT annotator, label FROM annotations WHERE "
+                                        "row_id = ?", (rid,)).fetchall()
+                    mine = [lb for a, lb in others if a == annotator]
+                    if mine and mine[0] != lab:
+                        problems.append(f"{rid}: {annotator} gave {mine[0]} before, now {lab}")
+                        continue
+                    if mine:
+                        continue
+                    clash = [(a, lb) for a, lb in others if lb != lab]
+                    if clash and aggregation == "none":
+                        a, lb = clash[0]
+                        problems.append(f"{rid}: {lab} by {annotator}, {lb} by {a}")
+                        continue
+                    db.execute("INSERT INTO annotations(row_id, annotator, label, round, source, "
+                               "file, imported_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               (rid, annotator, lab, int(round), source, file, stamp))
+                    added += 1
+                if problems:
+                    shown = "; ".join(problems[:_MAX_SHOWN])
+                    more = f" (and {len(problems) - _MAX_SHOWN} more)" \
+                        if len(problems) > _MAX_SHOWN else ""
+                    raise LabelConflictError(
+                        f"{where}: conflicting labels (set oracle.aggregation: majority to "
+                        f"resolve disagreements between annotators): {shown}{more}; nothing "
+                        "committed", np.zeros(0, np.int64), np.zeros(0, np.int64),
+                        np.zeros(0, np.int64))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{where}: annotation import failed, nothing committed ({exc})") \
+                from exc
+        return added
+
+    def annotations_frame(self) -> pd.DataFrame:
+        """Every annotation: row_id, annotator, label, round, source, file, imported_at."""
+        rows = self._db.execute("SELECT row_id, annotator, label, round, source, file, "
+                                "imported_at FROM annotations ORDER BY row_id, annotator"
+                                ).fetchall()
+        cols = ["row_id", "annotator", "label", "round", "source", "file", "imported_at"]
+        df = pd.DataFrame(rows, columns=cols)
+        return df.astype({"row_id": np.int64, "label": np.int64, "round": np.int64})
+
+    def resolved_annotations(self, row_ids: Any) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """``(row_id, label, ties)`` for the annotated rows among ``row_ids``: the label most
+        annotators gave (all agree under aggregation ``none``); rows whose top labels tie are
+        left out and listed in ``ties``."""
+        ids = _as_int64(row_ids, "row_ids", f"ledger {self.path}")
+        wanted = set(ids.tolist())
+        votes: dict[int, dict[int, int]] = {}
+        for rid, lab in self._db.execute("SELECT row_id, label FROM annotations"):
+            if rid in wanted:
+                votes.setdefault(rid, {}).setdefault(lab, 0)
+                votes[rid][lab] += 1
+        out_ids, out_labs, ties = [], [], []
+        for rid in sorted(votes):
+            counts = votes[rid]
+            top = max(counts.values())
+            best = [lab for lab, c in counts.items() if c == top]
+            if len(best) > 1:
+                ties.append(rid)
+                continue
+            out_ids.append(rid)
+            out_labs.append(best[0])
+        return (np.asarray(out_ids, np.int64), np.asarray(out_labs, np.int64), ties)
+
+    # ------------------------------------------------------------------ identity
+    def bind_identity(self, identity: dict[str, str]) -> None:
+        """Record ``identity`` (e.g. job hash, campaign, seed, pool fingerprint) in a new
+        ledger, or check it against the recorded one: a ledger of another campaign, job or
+        pool raises :class:`LedgerError` naming the keys that differ."""
+        db = self._db
+        stored = dict(db.execute("SELECT key, value FROM meta WHERE key LIKE 'identity.%'"))
+        wanted = {f"identity.{k}": str(v) for k, v in identity.items()}
+        if stored:
+            diff = sorted(k.removeprefix("identity.") for k in set(stored) | set(wanted)
+                          if stored.get(k) != wanted.get(k))
+            if diff:
+                detail = ", ".join(f"{k}: {stored.get('identity.' + k)!r} here, "
+                                   f"{wanted.get('identity.' + k)!r} expected" for k in diff)
+                raise LedgerError(f"ledger {self.path} belongs to another campaign ({detail}); "
+                                  "use a new run directory")
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", wanted.items())
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def identity(self) -> dict[str, str]:
+        """The recorded identity (empty for a ledger that has none yet)."""
+        return {k.removeprefix("identity."): v for k, v in self._db.execute(
+            "SELECT key, value FROM meta WHERE key LIKE 'identity.%'")}
 
     def label_of(self, row_ids: Any) -> np.ndarray:
         """Labels (int64) of ``row_ids``, in order; :class:`NotLabelledError` names any

@@ -164,12 +164,24 @@ def plan_resources(spec: TuneSpec, cfg, total_cpu: float) -> tuple[list[dict], f
 def run_tune(job: str | Path, run_dir: str | Path, *, overrides: list[str] | None = None,
              resume: bool = False, address: str | None = None, verbose: int = 1
              ) -> dict[str, Any]:
+    """Run (or continue) a search; returns a summary with the result paths. The run
+    directory is locked for the whole search (a second ``rayfal tune`` on it is refused)."""
+    from rayfal.campaign.rundir import run_dir_lock
+
+    with run_dir_lock(Path(run_dir).resolve(), "tune --resume" if resume else "tune"):
+        return _run_tune(job, run_dir, overrides=overrides, resume=resume, address=address,
+                         verbose=verbose)
+
+
+def _run_tune(job: str | Path, run_dir: str | Path, *, overrides: list[str] | None = None,
+             resume: bool = False, address: str | None = None, verbose: int = 1
+             ) -> dict[str, Any]:
     """Run (or continue) a search; returns a summary with the result paths."""
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from rayfal.campaign.schedule import schedule
+    from rayfal.campaign.schedule import check_schedule, schedule
     from rayfal.data.sources import open_dataset
     from rayfal.ray_env import init_ray
 
@@ -186,6 +198,7 @@ def run_tune(job: str | Path, run_dir: str | Path, *, overrides: list[str] | Non
     first = {k: d.ends()[0] for k, d in spec.space.items()}
     trial_cfg = config_from_dict(trial_job(resolved, spec, first), source=str(job))
     pool, _ = open_dataset(trial_cfg.dataset, run_dir / DATA_LINK)
+    check_schedule(trial_cfg, pool.num_rows)
     max_rounds = schedule(trial_cfg, pool.num_rows) + 1
 
     storage = make_storage(run_dir)
