@@ -18,6 +18,8 @@ from rayfal.tune.pareto import non_dominated
 
 def write_job(path: Path, data_dir: Path, num_samples: int) -> Path:
     job = {
+        "tracking": {"mlflow": {"uri": f"sqlite:///{path.parent / 'mlflow.db'}",
+                                "experiment": "tune_e2e"}},
         "name": "tune_e2e", "seeds": [0],
         "dataset": {"name": "glyphs", "scenario": "sensitive_attribute", "n_pool": 300,
                     "n_test": 120, "seed": 0, "shard_rows": 100, "dir": str(data_dir)},
@@ -54,6 +56,22 @@ def test_tune_two_trials_front_and_resume(ray_session, glyph_data, tmp_path):
     assert trials["train_workers"].eq(1).all()  # trained by Ray Train (world size 1)
     assert (run_dir / "results" / "trials.parquet").exists()
     assert (run_dir / "results" / "pareto.png").stat().st_size > 1000
+
+    # MLflow: the search is one run, each trial a nested run, each trial's campaign under it
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tune_e2e").experiment_id])
+    kinds = {r.info.run_id: r.data.tags.get("rayfal.kind") for r in runs}
+    parent = {r.info.run_id: r.data.tags.get("mlflow.parentRunId") for r in runs}
+    (search,) = [i for i, k in kinds.items() if k == "tune"]
+    trial_runs = [i for i, k in kinds.items() if k == "trial"]
+    assert len(trial_runs) == 2 and all(parent[t] == search for t in trial_runs)
+    campaign_runs = [i for i in kinds if parent[i] in trial_runs]
+    assert len(campaign_runs) == 2
+    assert all(r.info.status == "FINISHED" for r in runs)
+    history = client.get_metric_history(campaign_runs[0], "accuracy")
+    assert [m.step for m in history] == [20]  # tune.rounds: 0 -> one round of 20 labels
 
     # the front: non-dominated among the finished trials, and every other trial dominated
     front = pd.read_csv(run_dir / "results" / "pareto.csv")

@@ -169,13 +169,33 @@ def run_tune(job: str | Path, run_dir: str | Path, *, overrides: list[str] | Non
     from rayfal.campaign.rundir import run_dir_lock
 
     with run_dir_lock(Path(run_dir).resolve(), "tune --resume" if resume else "tune"):
-        return _run_tune(job, run_dir, overrides=overrides, resume=resume, address=address,
-                         verbose=verbose)
+        return _run_tracked(job, run_dir, overrides=overrides, resume=resume,
+                            address=address, verbose=verbose)
+
+
+def _run_tracked(job: str | Path, run_dir: str | Path, **kwargs: Any) -> dict[str, Any]:
+    """:func:`_run_tune` with the job's MLflow tracking (``tracking.mlflow``): the search is
+    one run, each trial a nested run, each trial's campaign nested under it."""
+    cfg, resolved = load_job(job, kwargs.get("overrides"))
+    if getattr(cfg, "tracking", None) is None:
+        return _run_tune(job, run_dir, tracking=None, **kwargs)
+    from rayfal.tracking.mlflow import TuneTracking, status_of
+
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tracking = TuneTracking.from_job(cfg, resolved, run_dir)
+    try:
+        out = _run_tune(job, run_dir, tracking=tracking, **kwargs)
+    except BaseException as exc:
+        tracking.finish(status=status_of(exc))
+        raise
+    tracking.finish(run_dir / "results")
+    return out
 
 
 def _run_tune(job: str | Path, run_dir: str | Path, *, overrides: list[str] | None = None,
-             resume: bool = False, address: str | None = None, verbose: int = 1
-             ) -> dict[str, Any]:
+             resume: bool = False, address: str | None = None, verbose: int = 1,
+             tracking: Any = None) -> dict[str, Any]:
     """Run (or continue) a search; returns a summary with the result paths."""
     import ray
     from ray import tune
@@ -232,7 +252,8 @@ def _run_tune(job: str | Path, run_dir: str | Path, *, overrides: list[str] | No
         trainable = tune.with_parameters(
             run_trial, base=resolved, run_dir=str(run_dir),
             metrics=[*spec.metrics, *([spec.constraint.metric] if spec.constraint else [])],
-            trial_job_fn=functools.partial(_trial_job_for, spec), campaign_cpus=campaign_cpus)
+            trial_job_fn=functools.partial(_trial_job_for, spec), campaign_cpus=campaign_cpus,
+            tracking=tracking)
         tuner = tune.Tuner(
             tune.with_resources(trainable, tune.PlacementGroupFactory(bundles,
                                                                       strategy="STRICT_PACK")),

@@ -53,18 +53,24 @@ def check_metrics(rec: dict, names: list[str]) -> None:
                        f"record; available: {available}")
 
 
-def campaign_stream(raw: dict, trial_dir: str, source: str, acks=None) -> Iterator[dict]:
+def campaign_stream(raw: dict, trial_dir: str, source: str, acks=None,
+                    tracking=None) -> Iterator[dict]:
     """Run the trial's job and yield its round records (recovered ones first) as they come;
-    with ``acks`` (a queue) each round waits for one acknowledgement before the next starts."""
+    with ``acks`` (a queue) each round waits for one acknowledgement before the next starts.
+    ``tracking`` (:class:`rayfal.tracking.mlflow.TuneTracking`) logs the trial's campaign as
+    MLflow runs nested under the search's run."""
     from rayfal.campaign import run_job
     from rayfal.config import config_from_dict
 
     cfg = config_from_dict(raw, source=source)
+    tracker = None if tracking is None else tracking.trial_tracker(cfg.to_dict(), trial_dir)
     records: queue.Queue = queue.Queue()
     failure: list[BaseException] = []
     done = object()
 
     def on_round(rec: dict) -> None:
+        if tracker is not None:
+            tracker.on_round(rec)
         records.put(rec)
         if acks is not None:
             acks.get()  # blocks until the trial has reported this round to Tune
@@ -76,6 +82,10 @@ def campaign_stream(raw: dict, trial_dir: str, source: str, acks=None) -> Iterat
         except BaseException as exc:  # re-raised in the generator below
             failure.append(exc)
         finally:
+            if tracker is not None:
+                from rayfal.tracking.mlflow import status_of
+
+                tracker.finish(None, status=status_of(failure[0] if failure else None))
             records.put(done)
 
     thread = threading.Thread(target=work, name="rayfal-campaign", daemon=True)
@@ -88,7 +98,7 @@ def campaign_stream(raw: dict, trial_dir: str, source: str, acks=None) -> Iterat
 
 
 def run_trial(config: dict[str, Any], *, base: dict, run_dir: str, metrics: list[str],
-              trial_job_fn, campaign_cpus: float) -> None:
+              trial_job_fn, campaign_cpus: float, tracking=None) -> None:
     """Ray Tune function trainable (``tune.with_parameters`` binds everything but ``config``)."""
     import ray
     from ray import tune
@@ -110,7 +120,8 @@ def run_trial(config: dict[str, Any], *, base: dict, run_dir: str, metrics: list
     acks = Queue(actor_options={"num_cpus": 0})
     stream = ray.remote(num_cpus=campaign_cpus, max_retries=0, num_returns="streaming")(
         campaign_stream)
-    for ref in stream.remote(raw, str(trial_dir), f"tune trial {config[TRIAL_DIR_KEY]}", acks):
+    for ref in stream.remote(raw, str(trial_dir), f"tune trial {config[TRIAL_DIR_KEY]}", acks,
+                             tracking):
         rec = ray.get(ref)
         check_metrics(rec, metrics)
         tune.report(numeric_metrics(rec))  # returns when Tune wants the next round
