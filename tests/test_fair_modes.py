@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -22,9 +23,17 @@ from rayfal.models import (
     grad_reverse,
 )
 from rayfal.models.checkpoint import load_checkpoint, model_spec, save_checkpoint, state_dict_cpu
-from rayfal.models.predict import mc_probs
-from rayfal.training import MODES, make_loss, needs_group_head, supported_compositions
-from rayfal.training.gba import gba_mask
+from rayfal.models.predict import deterministic_probs, mc_probs
+from rayfal.training import (
+    MODES,
+    inference_model,
+    make_loss,
+    needs_group_head,
+    supported_compositions,
+    validate_mode_params,
+)
+from rayfal.training.gba import GBATestTimeMask, gba_mask, rescale_mask
+from rayfal.training.grad import ganin_ramp, scheduled_lambda
 from rayfal.training.loop import LoopSettings, train_model
 
 ALL_MODES = ["pgd_at", "trades", "grad", "gba", "pgd_at+grad", "pgd_at+gba", "trades+grad"]
@@ -181,6 +190,57 @@ def test_gba_mask_follows_eq7_on_a_hand_made_case() -> None:
     # rescale: kept features scaled by D / #kept per row
     scaled = gba_mask(head, z, group, rescale=True)
     torch.testing.assert_close(scaled, expected * (5.0 / expected.sum(1, keepdim=True)))
+
+
+def _gba_case() -> tuple[GroupHead, torch.Tensor, torch.Tensor]:
+    """A hand-made linear discriminator D(f) = W f on D = 4 features and four rows."""
+    head = _linear_head([[1.0, 2.0, -1.0, 0.0],
+                         [-1.0, -1.0, -1.0, -1.0]])
+    z = torch.tensor([[1.0, 1.0, 0.0, 0.0],     # logits (3, -2): predicts 0; label 0: correct
+                      [1.0, 1.0, 0.0, 0.0],     # predicts 0; label 1: wrong
+                      [-1.0, -1.0, 0.0, 0.0],   # logits (-3, 2): predicts 1; label 1: correct
+                      [-1.0, -1.0, 0.0, 0.0]])  # predicts 1; label 0: wrong
+    return head, z, torch.tensor([0, 1, 1, 0])
+
+
+def test_gba_rescaled_mask_known_answer() -> None:
+    head, z, group = _gba_case()
+    # Eq. 7 with g = W[pred]: row 0 (g = (1, 2, -1, 0), ind +1) keeps (0, 0, 1, 1); row 1
+    # (ind -1) keeps (1, 1, 0, 1); row 2 (g = (-1, -1, -1, -1), ind +1) keeps everything; row 3
+    # (ind -1: every g * ind > 0) drops everything
+    torch.testing.assert_close(gba_mask(head, z, group), torch.tensor(
+        [[0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]]))
+    # inverted dropout: kept features / keep fraction (2/4, 3/4, 4/4); a row with none kept
+    # stays all zeros
+    t = 4.0 / 3.0
+    want = torch.tensor([[0.0, 0.0, 2.0, 2.0], [t, t, 0.0, t], [1.0, 1.0, 1.0, 1.0],
+                         [0.0, 0.0, 0.0, 0.0]])
+    torch.testing.assert_close(gba_mask(head, z, group, rescale=True), want)
+    torch.testing.assert_close(rescale_mask(gba_mask(head, z, group)), want)
+    # the rescaled rows with something kept have the feature count as their sum (magnitude)
+    assert want[:3].sum(1).tolist() == pytest.approx([4.0, 4.0, 4.0])
+    # test time (group=None): D's own prediction is the label, ind = +1 for every row
+    torch.testing.assert_close(gba_mask(head, z, None), torch.tensor(
+        [[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]))
+    torch.testing.assert_close(gba_mask(head, z, None, rescale=True), torch.tensor(
+        [[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]))
+    with torch.inference_mode():  # the test-time mask is computed inside inference mode too
+        torch.testing.assert_close(gba_mask(head, z.clone(), None), gba_mask(head, z, None))
+
+
+def test_gba_loss_with_rescale_feeds_the_rescaled_features() -> None:
+    model = _fair(6)
+    data = _data(6, n=16)
+    model.train()
+    seen: dict[str, torch.Tensor] = {}
+    hook = model.head.register_forward_pre_hook(lambda m, a: seen.__setitem__("cls", a[0]))
+    _, logs = make_loss("gba", lam=0.7, rescale=True)(model, data)
+    hook.remove()
+    z = model.trunk(data["x"])
+    plain = gba_mask(model.group_head, z, data["group"])
+    scale = plain.shape[1] / plain.sum(1, keepdim=True).clamp(min=1.0)
+    torch.testing.assert_close(seen["cls"], z * plain * scale)
+    assert logs["gba_kept"] == pytest.approx(float(plain.mean()))  # the 0/1 keep fraction
 
 
 def test_gba_mask_uses_the_max_logit_gradient_of_a_nonlinear_head() -> None:
@@ -346,6 +406,106 @@ def test_train_model_runs_a_composed_mode_with_group_batches() -> None:
     logs = train_model(model, data, make_loss("trades+grad", lam=0.5, **ATTACK), s)
     assert {"train_loss", "train_ce", "train_kl", "train_group_ce", "train_group_acc"} <= set(logs)
     assert not model.training
+
+
+# ---------------------------------------------------------------------------- GBA at test time
+
+
+@pytest.mark.parametrize("rescale", [False, True])
+def test_gba_test_time_mask_masks_every_inference_path(rescale: bool) -> None:
+    model = _fair(7, dropout=0.3).eval()
+    x = _data(7, n=20)["x"]
+    masked = inference_model("gba", {"test_time_mask": True, "rescale": rescale}, model)
+    assert isinstance(masked, GBATestTimeMask) and isinstance(masked, FairModel)
+    assert masked.state_dict().keys() == model.state_dict().keys()  # the same modules
+    assert all(a is b for a, b in zip(masked.parameters(), model.parameters(), strict=True))
+    with torch.no_grad():
+        z = model.trunk(x)
+        want_z = z * gba_mask(model.group_head, z, None, rescale=rescale)
+        torch.testing.assert_close(masked.embed(x), want_z)
+        with deterministic_dropout():
+            torch.testing.assert_close(masked(x), model.head(want_z))
+            assert not torch.allclose(masked(x), model(x))
+    # MC-dropout prediction (embed then head, inside inference mode) and the deterministic path
+    got = mc_probs(masked, x, mc_samples=4, row_keys=np.arange(20), generator_seed=1)
+    ref = mc_probs(model, x, mc_samples=4, row_keys=np.arange(20), generator_seed=1)
+    assert got.shape == ref.shape and not np.allclose(got, ref)
+    probs = deterministic_probs(masked, x)
+    with torch.no_grad(), deterministic_dropout():
+        np.testing.assert_allclose(probs, F.softmax(model.head(want_z), 1).double().numpy(),
+                                   rtol=1e-5, atol=1e-6)
+    # an attack differentiates through the masked model (the mask as a constant)
+    x_adv = pgd(masked, x, torch.zeros(20, dtype=torch.long), eps=0.1, alpha=0.05, steps=2)
+    assert x_adv.shape == x.shape and not torch.equal(x_adv, x)
+    # training forward: the plain FairModel's
+    with torch.no_grad(), deterministic_dropout():
+        for a, b in zip(masked(x, with_groups=True), model(x, with_groups=True), strict=True):
+            torch.testing.assert_close(a, b)
+
+
+def test_inference_model_is_the_model_itself_by_default() -> None:
+    model = _fair(8)
+    for mode, params in [("gba", {}), ("gba", {"rescale": True}), ("grad", {"lam": 0.5}),
+                         ("standard", {}), ("pgd_at+grad", {"lam": 0.5})]:
+        assert inference_model(mode, params, model) is model
+    composed = inference_model("pgd_at+gba", {"test_time_mask": True, "eps": 0.1}, model)
+    assert isinstance(composed, GBATestTimeMask) and not composed.rescale
+    with pytest.raises(Exception, match="test_time_mask"):
+        inference_model("gba", {"test_time_mask": "yes"}, model)
+
+
+# ---------------------------------------------------------------------------- λ schedule (Ganin)
+
+
+def test_ganin_ramp_known_values() -> None:
+    # 2 / (1 + exp(-10 p)) - 1 = tanh(5 p)
+    assert ganin_ramp(0.0) == 0.0
+    assert ganin_ramp(0.1) == pytest.approx(0.46211715726000974)   # tanh(0.5)
+    assert ganin_ramp(0.5) == pytest.approx(0.9866142981514303)    # tanh(2.5)
+    assert ganin_ramp(1.0) == pytest.approx(0.9999092042625951)    # tanh(5)
+    assert scheduled_lambda(0.5, "ganin", 0.1) == pytest.approx(0.5 * 0.46211715726000974)
+    assert scheduled_lambda(0.5, "ganin", 2.0) == pytest.approx(0.5 * 0.9999092042625951)
+    assert scheduled_lambda(0.5, "constant", 0.1) == 0.5
+    with pytest.raises(ValueError, match="lambda_schedule"):
+        scheduled_lambda(0.5, "linear", 0.1)
+
+
+@pytest.mark.parametrize("mode", ["grad", "gba", "pgd_at+grad", "pgd_at+gba", "trades+grad"])
+def test_ganin_schedule_weights_the_group_loss_by_the_ramp(mode: str) -> None:
+    data = _data(9, n=16)
+    params = _params(mode) | {"lam": 2.0}
+    const = make_loss(mode, **params)
+    ramp = make_loss(mode, **params, lambda_schedule="ganin")
+    for p in (0.0, 0.1, 0.5):
+        ramp.set_progress(p)
+        const.set_progress(p)  # no effect on a constant λ
+        logs = {}
+        for name, fn in (("const", const), ("ramp", ramp)):
+            model = _fair(9).train()
+            torch.manual_seed(0)
+            _, logs[name] = fn(model, data)
+        lam_p = 2.0 * ganin_ramp(p)
+        assert logs["ramp"]["lam"] == pytest.approx(lam_p)
+        assert "lam" not in logs["const"]
+        group_ce = logs["const"]["group_ce"]
+        assert logs["ramp"]["group_ce"] == pytest.approx(group_ce)
+        # loss = the rest + λ·group CE: the constant and the ramp differ by (2 - λ_p)·group CE
+        assert logs["const"]["loss"] - logs["ramp"]["loss"] == \
+            pytest.approx((2.0 - lam_p) * group_ce, rel=1e-5, abs=1e-6)
+
+
+def test_lambda_schedule_is_a_checked_mode_parameter() -> None:
+    from pydantic import ValidationError
+
+    for mode in ("grad", "gba", "pgd_at+gba", "trades+grad"):
+        ok = validate_mode_params(mode, {"lambda_schedule": "ganin"})
+        assert ok.lambda_schedule == "ganin"
+        with pytest.raises(ValidationError):
+            validate_mode_params(mode, {"lambda_schedule": "linear"})
+    p = validate_mode_params("gba", {"rescale": True, "test_time_mask": True})
+    assert (p.rescale, p.test_time_mask, p.lambda_schedule) == (True, True, "constant")
+    with pytest.raises(ValueError, match="lambda_schedule"):
+        make_loss("grad", lambda_schedule="linear")
 
 
 # ---------------------------------------------------------------------------- composition rules

@@ -1,7 +1,7 @@
 """One campaign: a (strategy, seed) pair with its own ledger and round records.
 
-Round ``r``: train on the ledger's labelled rows (Ray Train, weights reset to the initial
-state) -> evaluate on the held-out test set (:mod:`rayfal.campaign.evaluate`) -> select
+Round ``r``: train on the ledger's labelled rows (Ray Train, from the initial weights, or
+from round ``r - 1``'s with ``training.warm_start``) -> evaluate on the held-out test set (:mod:`rayfal.campaign.evaluate`) -> select
 ``query_size`` rows (:mod:`rayfal.campaign.select`) -> ask the oracle for their labels
 (:mod:`rayfal.campaign.oracle`) -> write the round record (atomic) -> commit the labels to the
 ledger (they are labelled from round ``r + 1`` on).
@@ -41,12 +41,14 @@ from rayfal.campaign.pending import PendingQuery, clear_pending, read_pending, w
 from rayfal.campaign.rundir import check_round_records
 from rayfal.campaign.schedule import group_fracs, initial_selection, schedule
 from rayfal.campaign.select import RoundState, select_round
+from rayfal.campaign.warm_start import round_init_state
 from rayfal.config import CampaignConfig, campaign_training
 from rayfal.data import schema as S
 from rayfal.data.ledger import LabelLedger
 from rayfal.data.sources.adult import initial_row_ids
 from rayfal.labelling.batches import QueryBatch
 from rayfal.models.checkpoint import build_from_config, load_checkpoint
+from rayfal.training.compose import inference_model
 from rayfal.training.distributed import fit_round
 from rayfal.training.modes import needs_group_head
 
@@ -191,13 +193,18 @@ class Campaign:
         round_dir = self.dir / f"round_{r:03d}"
         t0 = time.perf_counter()
         train_logs = fit_round(
-            data=data, spec=self.spec, init_state=self.init_state, training=self.training,
+            data=data, spec=self.spec,
+            init_state=round_init_state(self.dir, r, self.init_state, spec=self.spec,
+                                        warm_start=self.training.warm_start),
+            training=self.training,
             seed=self.seed * 1000 + r, out_dir=round_dir,
             storage_path=ctx.run_dir / "_ray_train",
             run_name=f"{self.campaign.name}-s{self.seed}-r{r}",
         )
         t1 = time.perf_counter()
-        model, _ = load_checkpoint(round_dir)
+        # the model as it predicts under its mode (GBA's test-time mask; else itself)
+        model = inference_model(self.training.mode, self.training.mode_params,
+                                load_checkpoint(round_dir)[0])
         metrics = evaluate_round(
             cfg.evaluation, ctx.test, model, seed=self.seed, mode=self.training.mode,
             mode_params=self.training.mode_params, labelled=data, input_shape=pool.input_shape)

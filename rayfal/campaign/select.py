@@ -26,6 +26,7 @@ import numpy as np
 from rayfal.acquisition.base import Strategy, make_strategy
 from rayfal.acquisition.view import LabelledSet, PoolView, check_selection, subsample_ids
 from rayfal.campaign.evaluate import worst_group
+from rayfal.campaign.warm_start import round_init_state
 from rayfal.data import schema as S
 from rayfal.scoring.per_row import score_pool
 from rayfal.scoring.two_pass import score_pool_jin
@@ -109,8 +110,10 @@ def _score_two_pass(ctx, st: RoundState, kwargs: dict, weights: bytes):
     std_training = st.training.model_copy(update={"mode": "standard", "mode_params": {}})
     ms_dir = st.round_dir / "m_std"
     t0 = time.perf_counter()
+    init = round_init_state(st.work_dir, st.r, st.init_state, spec=st.spec, checkpoint="m_std",
+                            warm_start=st.training.warm_start)  # M_S fine-tuned like M_R
     fit_round(data={k: st.labelled[k] for k in ("x", "y", "group")}, spec=st.spec,
-              init_state=st.init_state, training=std_training, seed=st.seed * 1000 + st.r,
+              init_state=init, training=std_training, seed=st.seed * 1000 + st.r,
               out_dir=ms_dir, storage_path=ctx.run_dir / "_ray_train",
               run_name=f"{st.name}-s{st.seed}-r{st.r}-mstd")
     ms_seconds = time.perf_counter() - t0

@@ -340,10 +340,18 @@ OracleConfig = Annotated[
 
 
 class TrainingConfig(Section):
-    """Ray Train settings and the per-round optimisation (weights reset every round).
+    """Ray Train settings and the per-round optimisation.
 
     ``mode`` is a registered training mode or a composition ``"robust+fair"``
     (``rayfal strategies`` lists them); ``mode_params`` are checked against its ``Params``.
+
+    Weights: reset to the campaign's initial weights every round (default, the BALD-fairness
+    paper's protocol) or, with ``warm_start: true``, round ``r > 0`` fine-tunes round
+    ``r - 1``'s trained weights (FRAL, Algorithm 1 line 12). Optimiser (fresh every round):
+    ``optimizer`` adam (default) or sgd (with ``momentum``), ``schedule`` constant (default) or
+    cosine over the round's steps after a linear warm-up of ``warmup_frac`` of them, and
+    ``grad_clip`` (global gradient-norm clipping; null: none). The defaults train exactly as
+    before these keys existed.
     """
 
     mode: str = Field("standard", description="training mode, e.g. standard, trades, grad, "
@@ -353,8 +361,20 @@ class TrainingConfig(Section):
     epochs: int = Field(20, ge=1, description="epochs per round")
     min_steps: int = Field(100, ge=0, description="at least this many optimiser steps")
     batch_size: int = Field(32, ge=1)
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    lr: float = Field(1e-3, gt=0, description="learning rate (peak of the schedule)")
     weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["adam", "sgd"] = Field("adam", description="adam or sgd (with momentum)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by adam)")
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="learning rate over a round's steps: constant or cosine "
+                                "annealing to 0")
+    warmup_frac: float = Field(0.0, ge=0, lt=1, description="linear warm-up over this fraction "
+                                                            "of a round's steps")
+    grad_clip: float | None = Field(None, gt=0, description="clip the global gradient L2 norm "
+                                                            "to this (null: no clipping)")
+    warm_start: bool = Field(False, description="round r > 0 starts from round r-1's trained "
+                                                "weights (false: the initial weights, every "
+                                                "round)")
     num_workers: int = Field(0, ge=0, description="Ray Train workers (0: train in the driver "
                                                   "process)")
     use_gpu: bool = False

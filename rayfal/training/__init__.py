@@ -16,6 +16,7 @@ from rayfal.training import (  # noqa: F401  (registration)
 from rayfal.training.compose import (
     SUPPORTED,
     check_mode,
+    inference_model,
     make_loss,
     mode_names,
     mode_params_model,
@@ -31,6 +32,7 @@ __all__ = [
     "SUPPORTED",
     "ModeParams",
     "check_mode",
+    "inference_model",
     "make_loss",
     "mode_names",
     "mode_params_model",

@@ -22,10 +22,11 @@ Rejected, with an error naming the combination:
 * anything with ``standard`` (the plain mode is what every other mode extends: use the other part
   alone), a repeated part, or more than two parts.
 
-This module also holds the dispatch by name (:func:`make_loss`, :func:`needs_group_head`) and
-the checks the job-file validation uses without building anything (:func:`check_mode`,
-:func:`mode_params_model`). It imports the registry only (:mod:`rayfal.training.registry`),
-so :mod:`rayfal.training.modes` can re-export it without an import circle.
+This module also holds the dispatch by name (:func:`make_loss`, :func:`needs_group_head`,
+:func:`inference_model`) and the checks the job-file validation uses without building anything
+(:func:`check_mode`, :func:`mode_params_model`). It imports the registry only
+(:mod:`rayfal.training.registry`), so :mod:`rayfal.training.modes` can re-export it without an
+import circle.
 """
 
 from __future__ import annotations
@@ -163,8 +164,14 @@ def compose(parts: Sequence[str], **params: Any) -> LossFn:
     def loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         return robust.term(model, batch, fair.forward)
 
+    def set_progress(p: float) -> None:  # the parts' schedules (a fairness λ ramp)
+        for part in (robust, fair):
+            if hasattr(part, "set_progress"):
+                part.set_progress(p)
+
     loss.robust = robust  # type: ignore[attr-defined]
     loss.fair = fair  # type: ignore[attr-defined]
+    loss.set_progress = set_progress  # type: ignore[attr-defined]
     return loss
 
 
@@ -174,6 +181,24 @@ def make_loss(name: str, **params: Any) -> LossFn:
     if len(parts) > 1:
         return compose(parts, **params)
     return MODES.get(parts[0])(**params)
+
+
+def inference_model(name: str, params: dict[str, Any],
+                    model: torch.nn.Module) -> torch.nn.Module:
+    """The trained ``model`` as it predicts under mode ``name`` with ``mode_params`` ``params``.
+
+    The model itself for every mode but those declaring an ``inference`` transform (GBA with
+    ``test_time_mask: true``: a view of the same modules whose class head reads masked
+    features). Apply it to a loaded checkpoint before evaluation and scoring; the returned
+    model shares the parameters (and state-dict keys) of ``model``.
+    """
+    parts = check_mode(name)
+    validated = _params_model(parts).model_validate(dict(params))
+    for part in parts:
+        transform = getattr(MODES.get(part), "inference", None)
+        if transform is not None:
+            model = transform(model, validated)
+    return model
 
 
 def needs_group_head(name: str) -> bool:

@@ -2,9 +2,12 @@
 
 ``num_workers: 0`` runs the loop in the driver process (Ray Train's local mode, no worker
 start-up cost); ``num_workers: N`` runs a DDP worker group (gloo on CPU, nccl on GPU, chosen by
-Ray Train from ``use_gpu``). Every round starts from the same initial weights (the BALD-fairness
-paper resets the weights after each labelling step). The trained weights come back as a Ray
-Train checkpoint holding ``model.safetensors`` + ``model.json``.
+Ray Train from ``use_gpu``). A round starts from the weights it is given (``init_state``): the
+campaign passes the initial weights every round (the BALD-fairness paper resets the weights after
+each labelling step) or, with ``training.warm_start``, the previous round's trained weights
+(FRAL's fine-tuning; :mod:`rayfal.campaign.warm_start`). The optimiser (``training.optimizer``,
+``schedule``, ``grad_clip``: :mod:`rayfal.training.loop`) starts afresh every round. The trained
+weights come back as a Ray Train checkpoint holding ``model.safetensors`` + ``model.json``.
 """
 
 from __future__ import annotations
@@ -96,6 +99,11 @@ def fit_round(
         lr=training.lr,
         weight_decay=training.weight_decay,
         seed=seed,
+        optimizer=training.optimizer,
+        momentum=training.momentum,
+        schedule=training.schedule,
+        warmup_frac=training.warmup_frac,
+        grad_clip=training.grad_clip,
     )
     workers = training.num_workers
     config = {

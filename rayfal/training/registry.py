@@ -8,7 +8,14 @@ A mode registers its factory with :func:`register_mode`, declaring next to it (i
 * ``role`` — ``"base"`` (does not compose), ``"robust"`` or ``"fair"`` (see
   :mod:`rayfal.training.compose`);
 * ``needs_group_head`` — the model needs a group head (GRAD, GBA);
-* ``post_fit`` — the mode fits something after the network (``fairlearn``).
+* ``post_fit`` — the mode fits something after the network (``fairlearn``);
+* ``inference`` — ``inference(model, params) -> model``: how the trained network predicts when
+  that is not the plain ``model(x)`` (GBA's ``test_time_mask``); ``params`` is the validated
+  ``Params`` instance (of the composition, for a composed mode). See
+  :func:`rayfal.training.compose.inference_model`.
+
+A loss whose value depends on the training progress (a λ ramp) has ``set_progress(p)``, called
+by the loop before every step (:mod:`rayfal.training.loop`).
 
 This module imports nothing else of rayfal.training: the mode files and the composition rules
 import it, never the other way round.
@@ -46,6 +53,7 @@ def register_mode(
     role: ModeRole = "base",
     needs_group_head: bool = False,
     post_fit: bool = False,
+    inference: Callable[[torch.nn.Module, ModeParams], torch.nn.Module] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering a loss factory as training mode ``name`` (module docstring)."""
 
@@ -55,6 +63,7 @@ def register_mode(
         factory.role = role  # type: ignore[attr-defined]
         factory.needs_group_head = needs_group_head  # type: ignore[attr-defined]
         factory.post_fit = post_fit  # type: ignore[attr-defined]
+        factory.inference = inference  # type: ignore[attr-defined]
         factory.mode_name = name  # type: ignore[attr-defined]
         return MODES.register(name)(factory)
 
