@@ -463,6 +463,15 @@ def test_real_server_round_trip(label_studio):
         legacy.annotations(pid, CLASSES)
     assert token not in str(err.value)
     assert len(client.annotations(pid, CLASSES)) == 3
+    # leave the shared server as the module's other tests expect it: legacy tokens on again
+    access = requests.post(f"{url}/api/token/refresh/", json={"refresh": pat},
+                           timeout=30).json()["access"]
+    resp = requests.post(f"{url}/api/jwt/settings",
+                         headers={"Authorization": f"Bearer {access}"},
+                         json={"api_tokens_enabled": True, "legacy_api_tokens_enabled": True},
+                         timeout=30)
+    assert resp.status_code in (200, 201), resp.text
+    assert len(legacy.annotations(pid, CLASSES)) == 3  # the legacy key works again
     print(f"client round trip {time.monotonic() - t0:.1f} s")
 
 
