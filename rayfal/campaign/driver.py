@@ -83,6 +83,22 @@ def check_resume(run_dir: Path, resolved: dict, resume: bool) -> None:
     check_campaign_state(run_dir, resolved)
 
 
+def data_per_seed(cfg: JobConfig) -> bool:
+    """Whether each campaign seed draws its own data (``dataset.per_seed``)."""
+    return bool(getattr(cfg.dataset, "per_seed", False))
+
+
+def seed_config(cfg: JobConfig, seed: int | None) -> JobConfig:
+    """The job as campaign seed ``seed`` sees it: with ``dataset.per_seed`` the data seed is
+    ``dataset.seed + seed`` (glyphs and Colored-MNIST: the rows generated, pool and test;
+    Adult: the meta/pool/test split and D0), so seeds are independent draws; the strategies
+    of one seed still share its data and initial labels (paired comparisons)."""
+    if seed is None:
+        return cfg
+    data = cfg.dataset.model_copy(update={"seed": cfg.dataset.seed + int(seed)})
+    return cfg.model_copy(update={"dataset": data})
+
+
 def build_context(cfg: JobConfig, run_dir: Path, *, progress: bool,
                   accept_partial: bool = False) -> Context:
     """Open (or generate) the data and read the held-out sets."""
@@ -145,7 +161,17 @@ def run_job(
 def _run_campaigns(cfg: JobConfig, run_dir: Path, *, address: str | None, progress: bool,
                    on_round: Callable[[dict], None] | None, accept_partial: bool
                    ) -> pd.DataFrame:
-    ctx = build_context(cfg, run_dir, progress=progress, accept_partial=accept_partial)
+    contexts: dict[int | None, Context] = {}
+
+    def context_for(seed: int) -> Context:
+        """The shared context, or with ``dataset.per_seed`` the seed's own data draw."""
+        key = seed if data_per_seed(cfg) else None
+        if key not in contexts:
+            contexts[key] = build_context(seed_config(cfg, key), run_dir, progress=progress,
+                                          accept_partial=accept_partial)
+        return contexts[key]
+
+    context_for(cfg.seeds[0])  # data errors before Ray starts
     init_ray(address or cfg.ray.address, num_cpus=cfg.ray.num_cpus,
              object_store_memory=cfg.ray.object_store_memory,
              include_dashboard=cfg.ray.include_dashboard)
@@ -153,7 +179,7 @@ def _run_campaigns(cfg: JobConfig, run_dir: Path, *, address: str | None, progre
     awaiting: list[dict] = []
     for campaign in cfg.campaigns:
         for seed in cfg.seeds:
-            camp = Campaign(ctx, campaign, seed, on_round=on_round)
+            camp = Campaign(context_for(seed), campaign, seed, on_round=on_round)
             try:
                 all_records += camp.run()
             except AwaitingLabels as wait:

@@ -101,6 +101,13 @@ def _parquet_files(pattern: str) -> list[str]:
     return [pattern] if p.is_file() else []
 
 
+def _check_per_seed(ds: Any) -> Any:
+    if ds.per_seed and ds.dir:
+        raise Invalid("cannot be combined with per_seed: true (each seed writes its own data "
+                      "into the run directory)", loc=("dir",), value=ds.dir)
+    return ds
+
+
 def _prepared(directory: str | None, manifest: str) -> bool:
     return bool(directory) and (Path(directory) / manifest).is_file()
 
@@ -138,6 +145,9 @@ class GlyphsDataset(DatasetConfig):
     n_pool: int = Field(2000, ge=1, description="pool rows")
     n_test: int = Field(1000, ge=1, description="test rows")
     seed: int = Field(0, description="data seed (independent of the campaign seeds)")
+    per_seed: bool = Field(False, description="each campaign seed s draws its own data with "
+                                              "data seed `seed + s`; the strategies of a seed "
+                                              "share it (paired comparisons)")
     image_size: int = Field(32, ge=8, description="image side in pixels")
     minority_fraction: float = Field(0.1, ge=0, le=1,
                                      description="minority_group/four_class: minority share")
@@ -146,6 +156,10 @@ class GlyphsDataset(DatasetConfig):
     shard_rows: int = Field(50_000, ge=1, description="rows per Parquet shard")
     dir: str | None = Field(None, description="where the data are written (default: the run "
                                               "directory's data/)")
+
+    @model_validator(mode="after")
+    def _per_seed_dir(self) -> GlyphsDataset:
+        return _check_per_seed(self)
 
 
 class ParquetDataset(DatasetConfig):
@@ -173,12 +187,19 @@ class AdultDataset(DatasetConfig):
                                                    "adult.names (default $RAYFAL_ADULT_DIR or "
                                                    "../shared/data/adult)")
     seed: int = Field(0, description="split seed")
+    per_seed: bool = Field(False, description="each campaign seed s draws its own data with "
+                                              "data seed `seed + s`; the strategies of a seed "
+                                              "share it (paired comparisons)")
     d0_size: int | None = Field(None, ge=1, description="rows of D labelled before round 0 "
                                                          "(null: all of D)")
     standardize: Literal["all", "numeric"] = Field("all", description="columns standardised")
     dir: str | None = Field(None, description="where the splits are written")
 
     FILES: ClassVar[tuple[str, ...]] = ("adult.data", "adult.test", "adult.names")
+
+    @model_validator(mode="after")
+    def _per_seed_dir(self) -> AdultDataset:
+        return _check_per_seed(self)
 
     @model_validator(mode="after")
     def _files_exist(self, info: ValidationInfo) -> AdultDataset:
@@ -200,9 +221,16 @@ class ColoredMnistDataset(DatasetConfig):
     n_pool: int = Field(2000, ge=1, description="pool rows")
     n_test: int = Field(1000, ge=1, description="test rows")
     seed: int = Field(0, description="data seed")
+    per_seed: bool = Field(False, description="each campaign seed s draws its own data with "
+                                              "data seed `seed + s`; the strategies of a seed "
+                                              "share it (paired comparisons)")
     image_size: int = Field(32, ge=28, description="image side (digits are 28 px)")
     shard_rows: int = Field(50_000, ge=1, description="rows per Parquet shard")
     dir: str | None = Field(None, description="where the data are written")
+
+    @model_validator(mode="after")
+    def _per_seed_dir(self) -> ColoredMnistDataset:
+        return _check_per_seed(self)
 
     CSV: ClassVar[str] = "mnist_5k.csv.gz"
 
