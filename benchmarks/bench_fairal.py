@@ -12,6 +12,24 @@ and its E values are compared with the fast path's on those candidates.
 Example::
 
     .venv/bin/python benchmarks/bench_fairal.py --threads 1
+
+Command ``faithful`` (:func:`main_faithful`): FairAL as its authors ran it
+(``protocol: faithful``, ``RefitConfig(method="exact")``: every refit liblinear's C = 1 logistic
+regression from scratch to its tolerance) on a real Adult sample, timing *on the same
+candidates, interleaved in one run* (engine order rotated every repeat, nothing extrapolated):
+
+* ``fast``: :func:`~rayfal.acquisition.fairal.fairal_fast` (batched Newton-PCG refits);
+* ``reference``: :func:`~rayfal.acquisition.fairal.fairal_reference` (the project's own loop,
+  one Newton refit from zero at a time, in torch);
+* ``sklearn``: :func:`~rayfal.acquisition.fairal.fairal_sklearn` (the authors' code path:
+  ``LogisticRegression(solver="liblinear", C=1)`` fitted per candidate and label);
+* ``fast_gd`` (context, a different refit): the default ``rayfal`` protocol's fast path (20
+  warm-started gradient steps of a softmax head), on the same rows.
+
+It prints the ratios, the Spearman correlation of each engine's expected unfairness with
+sklearn's, and the machine (CPU model from /proc/cpuinfo, load average)::
+
+    .venv/bin/python benchmarks/bench_fairal.py faithful
 """
 
 from __future__ import annotations
@@ -22,6 +40,7 @@ import os
 import platform
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +51,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "fairal.json"
+FAITHFUL_OUT = REPO / "benchmarks" / "results" / "fairal_faithful.json"
+ADULT_DIR = REPO / ".." / "shared" / "data" / "adult"
 
 
 def loadavg() -> list[float]:
@@ -50,7 +71,20 @@ def best_time(fn, repeats: int) -> float:
     return best
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["faithful"]:
+        return main_faithful(argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dims", type=int, default=32)
     ap.add_argument("--labelled", type=int, default=200)
@@ -167,6 +201,142 @@ def _bench(method, cfg, sizes, args, head, xl, yl, x_cand, xf, gf, fairal_fast,
                 "same_ranking_as_reference": same_order,
             })
     return rows
+
+
+def _adult_sample(n_labelled: int, n_cand: int, n_fair: int, seed: int):
+    """Rayfal's Adult encoding and split (standardised, ``sex`` one-hot kept as features);
+    ``L`` = ``n_labelled`` rows of the meta split, half per class (the authors start from 3
+    per class, FAL/prep.py line 41); candidates and the fairness set (U) from the pool split;
+    the sensitive columns dropped as ``drop_features: auto`` does."""
+    from rayfal.acquisition.fairal import sensitive_columns
+    from rayfal.data.sources.adult import AdultData, encode, load_raw, read_categories
+
+    rows, _ = load_raw(ADULT_DIR)
+    x, y, g, names = encode(rows, read_categories(ADULT_DIR / "adult.names"))
+    data = AdultData(x, y, g, names, seed=0)
+    x = data.x.astype(np.float64)
+    rng = np.random.default_rng(seed)
+    meta, pool = data.idx["meta"], data.idx["pool"]
+    half = n_labelled // 2
+    lab = np.r_[rng.choice(meta[y[meta] == 0], n_labelled - half, replace=False),
+                rng.choice(meta[y[meta] == 1], half, replace=False)]
+    cand = np.sort(rng.choice(pool, n_cand, replace=False))
+    fair = np.sort(rng.choice(pool, min(n_fair, len(pool)), replace=False))
+    seen = np.r_[lab, cand, fair]
+    drop = sensitive_columns(x[seen], g[seen])
+    keep = np.setdiff1d(np.arange(x.shape[1]), drop)
+    return (x[lab][:, keep], y[lab], x[cand][:, keep], x[fair][:, keep], g[fair],
+            [names[i] for i in drop])
+
+
+def main_faithful(argv: list[str] | None = None) -> dict[str, Any]:
+    """``bench_fairal.py faithful``: see the module docstring."""
+    ap = argparse.ArgumentParser(prog="bench_fairal.py faithful",
+                                 description="FairAL faithful protocol: fast vs the project's "
+                                             "loop vs sklearn liblinear, interleaved")
+    ap.add_argument("--labelled", default="6,206",
+                    help="|L| settings (the authors' first and last: 6, then b = 200 labels)")
+    ap.add_argument("--candidates", type=int, default=500)
+    ap.add_argument("--fair", type=int, default=10000, help="fairness-set (U) rows")
+    ap.add_argument("--engines", default="fast,reference,sklearn,fast_gd")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=FAITHFUL_OUT)
+    args = ap.parse_args(argv)
+
+    import torch
+    from scipy.stats import spearmanr
+    from threadpoolctl import threadpool_limits
+
+    from rayfal.acquisition.fairal import (
+        FairALParams,
+        RefitConfig,
+        fairal_fast,
+        fairal_reference,
+        fairal_sklearn,
+        fit_exact,
+        fit_logistic_head,
+    )
+
+    torch.set_num_threads(args.threads)
+    params = FairALParams(protocol="faithful")
+    cfg = params.refit_config()
+    gd = RefitConfig()  # the rayfal protocol's default refit (20 warm-started GD steps)
+    engines = args.engines.split(",")
+    load_before = loadavg()
+    rows = []
+    with threadpool_limits(limits=args.threads):
+        for n_l in (int(v) for v in args.labelled.split(",")):
+            xl, yl, xc, xf, gf, dropped = _adult_sample(n_l, args.candidates, args.fair,
+                                                        args.seed)
+            head = fit_exact(xl, yl, cfg)
+            soft = fit_logistic_head(xl, yl, 2, binary=False, steps=300, lr=0.5)
+            data = (xl, yl, xc, xf, gf)
+            calls = {
+                "fast": partial(fairal_fast, head, *data, measure=params.measure, refit=cfg),
+                "reference": partial(fairal_reference, head, *data, measure=params.measure,
+                                     refit=cfg),
+                "sklearn": partial(fairal_sklearn, head, *data, measure=params.measure,
+                                   refit=cfg),
+                "fast_gd": partial(fairal_fast, soft, *data, measure=params.measure, refit=gd),
+            }
+            times: dict[str, list[float]] = {e: [] for e in engines}
+            out: dict[str, Any] = {}
+            for rep in range(args.repeats):
+                order = engines[rep % len(engines):] + engines[: rep % len(engines)]
+                for e in order:
+                    t0 = time.perf_counter()
+                    out[e] = calls[e]()
+                    times[e].append(time.perf_counter() - t0)
+            ref_e = out["sklearn"].expected_unfairness if "sklearn" in out else None
+            row: dict[str, Any] = {"labelled": n_l, "candidates": args.candidates,
+                                   "fairness_rows": len(xf), "features": xl.shape[1],
+                                   "dropped": dropped, "engines": {}}
+            for e in engines:
+                med = float(np.median(times[e]))
+                info = {"median_s": round(med, 4), "best_s": round(min(times[e]), 4),
+                        "times_s": [round(t, 4) for t in times[e]],
+                        "cand_per_s": round(args.candidates / med, 1)}
+                if ref_e is not None:
+                    ee = out[e].expected_unfairness
+                    info["spearman_vs_sklearn"] = round(float(spearmanr(ee, ref_e).statistic), 5)
+                    info["same_first_pick"] = bool(np.argmin(ee) == np.argmin(ref_e))
+                row["engines"][e] = info
+            for num in ("reference", "sklearn"):
+                for den in ("fast", "fast_gd"):
+                    if num in times and den in times:
+                        row[f"{num}/{den}"] = round(float(np.median(times[num])
+                                                          / np.median(times[den])), 1)
+            rows.append(row)
+    result = {
+        "benchmark": "fairal_faithful",
+        "settings": {"protocol": "faithful", "C": cfg.C, "tol": cfg.tol,
+                     "penalize_bias": cfg.penalize_bias, "measure": params.measure,
+                     "repeats": args.repeats, "threads": args.threads, "seed": args.seed,
+                     "timing": "median of interleaved repeats (engine order rotated)"},
+        "machine": {"cpu": cpu_model(), "nproc": os.cpu_count(),
+                    "python": platform.python_version(), "torch": torch.__version__,
+                    "loadavg_before": load_before, "loadavg_after": loadavg()},
+        "rows": rows,
+    }
+    print(f"FairAL faithful protocol on Adult (C={cfg.C}, tol={cfg.tol}, measure "
+          f"{params.measure}), {args.threads} thread(s), median of {args.repeats} interleaved "
+          f"repeats; CPU {result['machine']['cpu']} x{os.cpu_count()}; load avg {load_before} "
+          f"-> {result['machine']['loadavg_after']}")
+    print("| |L| | cand. | |F| | engine | median s | cand/s | Spearman vs sklearn | same 1st |")
+    print("|---:|---:|---:|---|---:|---:|---:|---|")
+    for r in rows:
+        for e, info in r["engines"].items():
+            print(f"| {r['labelled']} | {r['candidates']} | {r['fairness_rows']} | {e} | "
+                  f"{info['median_s']} | {info['cand_per_s']} | "
+                  f"{info.get('spearman_vs_sklearn', '')} | {info.get('same_first_pick', '')} |")
+        ratios = {k: v for k, v in r.items() if "/" in k}
+        print(f"|L| = {r['labelled']}: speed-ups {ratios}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+    return result
 
 
 if __name__ == "__main__":

@@ -30,14 +30,20 @@ Unfairness measures (``measure=``), all on *hard* predictions ``y_hat = argmax_k
   ``0 log 0 = 0``).
 
 Entry points: :func:`fairal_reference` (a plain loop, one :func:`~.refit.refit_head` at a time:
-the test oracle) and :func:`fairal_fast` (all ``(candidate, label)`` refits of a chunk as one
-tensor program, :func:`~.refit.refit_pairs`).
+the test oracle), :func:`fairal_fast` (all ``(candidate, label)`` refits of a chunk as one
+tensor program, :func:`~.refit.refit_pairs`) and :func:`fairal_sklearn` (the authors' code
+path: sklearn's liblinear ``LogisticRegression`` fitted from scratch per candidate and label;
+the oracle of ``RefitConfig(method="exact")``).
 
 Tolerance of ``fairal_fast`` vs ``fairal_reference`` (same dtype): the refitted weights agree to
 rounding (float64: ~1e-12 relative), so the unfairness values are *identical* unless a
 fairness-set logit lies within that rounding of the decision boundary (then one hard prediction
 may flip, changing a rate by 1/|group|). The tests assert ``|dE| <= 1e-9`` in float64 and
-identical selections.
+identical selections. For ``method="exact"`` each engine stops at liblinear's tolerance from its
+own start (zero for the reference and sklearn, the fit on ``L`` for the fast path), so the
+refitted weights agree to that tolerance, not to rounding: a few fairness-set predictions near
+the boundary may differ; the tests compare rankings (Spearman) there, and values with a tight
+``tol``.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ __all__ = [
     "entropy",
     "fairal_fast",
     "fairal_reference",
+    "fairal_sklearn",
     "resolve_alpha",
     "unfairness",
     "unfairness_batched",
@@ -76,7 +83,8 @@ __all__ = [
 
 MEASURES = ("dp", "eo", "mi")
 
-#: An alpha: a constant, a callable ``f(round, n_rounds) -> alpha``, or ``{"start", "end"}``.
+#: An alpha: a constant, a callable ``f(round, n_rounds) -> alpha``, or ``{"start", "end"}``
+#: (optionally ``"levels"``, ``"per"``: :func:`resolve_alpha`).
 Alpha = float | Callable[[int, int], float] | Mapping[str, float]
 
 
@@ -128,7 +136,12 @@ def unfairness(
 
 
 class _FairnessSet:
-    """The fixed fairness set with group (and label) indicator matrices for batched measures."""
+    """The fixed fairness set with group (and label) indicator matrices for batched measures.
+
+    Rows are stored sorted by group (``perm``: stored row ``i`` is input row ``perm[i]``;
+    ``x``, ``groups``, ``y`` are permuted alike), so per-group prediction counts are sums over
+    contiguous slices; every measure is invariant to the row order.
+    """
 
     def __init__(self, x: Tensor, groups: ArrayLike, y: ArrayLike | None, measure: str,
                  n_labels: int) -> None:
@@ -140,42 +153,55 @@ class _FairnessSet:
         if g.ndim != 1 or len(g) != x.shape[0]:
             raise ValueError(f"groups_fair must be 1-D with {x.shape[0]} entries, got {g.shape}")
         _, inv = np.unique(g, return_inverse=True)
-        self.x = x
+        inv = inv.reshape(-1)
+        perm = np.argsort(inv, kind="stable")
+        inv = inv[perm]
+        self.perm = torch.from_numpy(perm)
+        self.x = x[self.perm]
+        self.groups = g[perm]
+        bounds = np.r_[0, np.cumsum(np.bincount(inv))]
+        self.slices = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
         self.measure = measure
         self.k = n_labels
         # counts and rates in float64 whatever the compute dtype of the refits
         self.gmat = torch.nn.functional.one_hot(
-            torch.from_numpy(inv.reshape(-1)).long()).T.to(torch.float64)
+            torch.from_numpy(inv).long()).T.to(torch.float64)
         self.n = x.shape[0]
         self.group_sizes = self.gmat.sum(1)  # [A]
         if y is not None:
             yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
             if yt.shape != (self.n,):
                 raise ValueError(f"y_fair must be 1-D with {self.n} entries, got {tuple(yt.shape)}")
-            self.y = yt
+            self.y = yt[self.perm]
         else:
             self.y = None
 
     def batched(self, preds: Tensor) -> Tensor:
-        """Unfairness of each column of ``preds`` (``[n_fair, M]`` hard labels) -> ``[M]``."""
+        """Unfairness of each column of ``preds`` (``[n_fair, M]`` hard labels of the *stored*,
+        group-sorted rows ``x``; ``bool`` = labels {0, 1}) -> ``[M]``."""
         m = preds.shape[1]
         dtype = self.gmat.dtype
 
         def indicator(c: int) -> Tensor:
             return (preds == c).to(dtype)  # [n, M]
 
+        def counts(c: int) -> Tensor:
+            """``[A, M]`` rows predicted ``c`` per group (exact integers, as ``gmat @ 1[c]``)."""
+            hit = (preds if c == 1 else ~preds) if preds.dtype == torch.bool else preds == c
+            return torch.stack([hit[a:b].sum(0) for a, b in self.slices]).to(dtype)
+
         if self.measure == "dp":
             # for two labels the c=0 and c=1 spreads are equal: one class suffices
             worst = torch.zeros(m, dtype=dtype)
             for c in [1] if self.k == 2 else range(self.k):
-                rates = (self.gmat @ indicator(c)) / self.group_sizes[:, None]  # [A, M]
+                rates = counts(c) / self.group_sizes[:, None]  # [A, M]
                 worst = torch.maximum(worst, rates.amax(0) - rates.amin(0))
             return worst
         if self.measure == "mi":
             pa = (self.group_sizes / self.n)[:, None]
             mi = torch.zeros(m, dtype=dtype)
             for c in range(self.k):
-                joint = (self.gmat @ indicator(c)) / self.n  # [A, M]
+                joint = counts(c) / self.n  # [A, M]
                 pc = joint.sum(0, keepdim=True)
                 ratio = torch.where(joint > 0, joint / (pa * pc).clamp_min(1e-300),
                                     torch.ones_like(joint))
@@ -206,7 +232,7 @@ def unfairness_batched(
         preds = preds[:, None]
     fair = _FairnessSet(torch.zeros(preds.shape[0], 0, dtype=torch.float64), groups, y_true,
                         measure, n_labels)
-    return fair.batched(preds).numpy()
+    return fair.batched(preds[fair.perm]).numpy()
 
 
 # --------------------------------------------------------------------------- scores
@@ -248,21 +274,42 @@ def entropy(p: Tensor) -> np.ndarray:
 
 
 def resolve_alpha(alpha: Alpha, round: int = 0, n_rounds: int = 1) -> float:
-    """The trade-off alpha at ``round`` (0-based) of ``n_rounds``.
+    """The trade-off alpha at step ``round`` (0-based) of ``n_rounds``.
 
     A float is constant; a callable is called as ``alpha(round, n_rounds)``; a mapping
-    ``{"start": a0, "end": a1}`` is linear from ``a0`` at round 0 to ``a1`` at round
+    ``{"start": a0, "end": a1}`` is linear from ``a0`` at step 0 to ``a1`` at step
     ``n_rounds - 1`` (``a0`` if ``n_rounds == 1``).
+
+    With ``"levels": L`` the mapping is the FairAL authors' staircase
+    (anahideh/FAL--Fair-Active-Learning, FAL/FAL_sklearn.py line 25,
+    ``a = alpha[min(10, floor(Iter / int(b / 11)))]``, with ``alpha = np.linspace(1, 0, 11)`` for
+    their "adaptive alpha", FAL/test_FAL.py line 46): ``np.linspace(a0, a1, L)[min(L - 1,
+    floor(round / max(1, int(n_rounds / L))))]``, the step being FAL's label index ``Iter`` and
+    ``n_rounds`` its budget ``b`` (the ``max(1, .)`` guards ``b < L``, where the authors' code
+    divides by zero). The key ``"per"`` (``"round"`` or ``"label"``) says what a step is; it is
+    read by :func:`~.select.fairal_select`, not here.
     """
     if callable(alpha):
         value = float(alpha(round, n_rounds))
     elif isinstance(alpha, Mapping):
-        unknown = set(alpha) - {"start", "end"}
+        unknown = set(alpha) - {"start", "end", "levels", "per"}
         if unknown or not {"start", "end"} <= set(alpha):
-            raise ValueError(f"alpha schedule needs exactly keys 'start' and 'end', got {sorted(alpha)}")
-        frac = round / (n_rounds - 1) if n_rounds > 1 else 0.0
-        frac = min(max(frac, 0.0), 1.0)
-        value = float(alpha["start"]) + frac * (float(alpha["end"]) - float(alpha["start"]))
+            raise ValueError(f"alpha schedule needs keys 'start' and 'end' (optional 'levels', "
+                             f"'per'), got {sorted(alpha)}")
+        if alpha.get("per", "round") not in ("round", "label"):
+            raise ValueError(f"alpha schedule 'per' must be 'round' or 'label', got {alpha['per']!r}")
+        a0, a1 = float(alpha["start"]), float(alpha["end"])
+        levels = alpha.get("levels")
+        if levels is not None:
+            levels = int(levels)
+            if levels < 2:
+                raise ValueError(f"alpha schedule 'levels' must be >= 2, got {levels}")
+            level = min(levels - 1, max(round, 0) // max(1, int(n_rounds / levels)))
+            value = float(np.linspace(a0, a1, levels)[level])
+        else:
+            frac = round / (n_rounds - 1) if n_rounds > 1 else 0.0
+            frac = min(max(frac, 0.0), 1.0)
+            value = a0 + frac * (a1 - a0)
     else:
         value = float(alpha)
     if not 0.0 <= value <= 1.0:
@@ -329,7 +376,8 @@ def fairal_reference(
     unfairness by :func:`unfairness` (numpy / :mod:`rayfal.fairness.metrics`). The test oracle."""
     inp = _prepare(head, x_labelled, y_labelled, x_cand, x_fair, groups_fair, y_fair, measure, dtype)
     k = inp.head.n_labels
-    groups = np.asarray(groups_fair)
+    groups = inp.fair.groups  # the fairness set's rows as stored (sorted by group)
+    y_f = None if inp.fair.y is None else inp.fair.y.numpy()
     per_label = np.zeros((inp.x_c.shape[0], k))
     for i in range(inp.x_c.shape[0]):
         x_aug = torch.cat([inp.x_l, inp.x_c[i : i + 1]])
@@ -337,7 +385,7 @@ def fairal_reference(
             y_aug = torch.cat([inp.y_l, torch.tensor([label])])
             refitted = refit_head(inp.head, x_aug, y_aug, refit)
             preds = refitted.predict(inp.fair.x).numpy()
-            per_label[i, label] = unfairness(preds, groups, y_fair, measure=measure, n_labels=k)
+            per_label[i, label] = unfairness(preds, groups, y_f, measure=measure, n_labels=k)
     return _finish(inp, per_label, alpha)
 
 
@@ -381,3 +429,61 @@ def fairal_fast(
                 inp.head, inp.x_l, inp.y_l, xc, inp.fair.x, refit, inp.fair.batched
             ).double().numpy()
     return _finish(inp, per_label, alpha)
+
+
+def fairal_sklearn(
+    head: LogisticHead,
+    x_labelled: ArrayLike | Tensor,
+    y_labelled: ArrayLike | Tensor,
+    x_cand: ArrayLike | Tensor,
+    x_fair: ArrayLike | Tensor,
+    groups_fair: ArrayLike,
+    *,
+    y_fair: ArrayLike | None = None,
+    measure: str = "mi",
+    refit: RefitConfig = RefitConfig(method="exact"),  # noqa: B008 (frozen dataclass)
+    alpha: float = 0.5,
+    dtype: torch.dtype = torch.float64,
+) -> FairALScores:
+    """FAL scores as the authors compute them (anahideh/FAL--Fair-Active-Learning,
+    FAL/FAL_sklearn.py lines 19 and 31-42): ``clf = LogisticRegression(solver="liblinear")``
+    fitted on ``L`` gives ``p(k|x)`` and the entropy; for every candidate and label a new
+    ``LogisticRegression(solver="liblinear")`` is fitted *from scratch* on ``L ∪ {(x, k)}``
+    and ``F_k(x)`` is the unfairness of its ``predict`` on the fairness set. The reference
+    oracle of ``refit=RefitConfig(method="exact")`` (same ``C``, ``tol``, ``max_iter``); slow:
+    ``2 N`` sklearn fits. ``head`` only fixes the input width (its ``p(k|x)`` is not used).
+
+    Binary labels only (liblinear's intercept is penalised: ``penalize_bias`` must be true);
+    ``L`` must hold both labels (sklearn refuses a one-class fit). Unfairness by
+    :func:`unfairness` (``"mi"`` is sklearn's ``mutual_info_score``, the authors' default
+    ``demo_option=0``; ``"dp"`` their ``Demo_err``; ``"eo"`` their ``Eqq_odds``).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    if refit.method != "exact" or not refit.penalize_bias:
+        raise ValueError("engine 'sklearn' is liblinear's refit from scratch: it needs "
+                         "RefitConfig(method='exact', penalize_bias=True)")
+    inp = _prepare(head, x_labelled, y_labelled, x_cand, x_fair, groups_fair, y_fair, measure,
+                   dtype)
+    if inp.head.weight.shape[1] != 1:
+        raise ValueError("engine 'sklearn' supports the binary (one-column sigmoid) head only")
+    xl, yl = inp.x_l.double().numpy(), inp.y_l.numpy()
+    xc, xf = inp.x_c.double().numpy(), inp.fair.x.double().numpy()
+    groups = inp.fair.groups  # rows as stored (sorted by group)
+    y_f = None if inp.fair.y is None else inp.fair.y.numpy()
+
+    def fit(x: np.ndarray, y: np.ndarray):
+        return LogisticRegression(solver="liblinear", C=refit.C, tol=refit.tol,
+                                  max_iter=refit.max_iter).fit(x, y)
+
+    probs = fit(xl, yl).predict_proba(xc) if len(xc) else np.zeros((0, 2))
+    per_label = np.zeros((len(xc), 2))
+    for i in range(len(xc)):
+        x_aug = np.concatenate([xl, xc[i : i + 1]])
+        for label in range(2):
+            preds = fit(x_aug, np.append(yl, label)).predict(xf)
+            per_label[i, label] = unfairness(preds, groups, y_f, measure=measure)
+    ent = entropy(torch.from_numpy(probs))
+    expected = (probs * per_label).sum(1)
+    return FairALScores(ent, expected, per_label, probs, combine_scores(ent, expected, alpha),
+                        alpha)

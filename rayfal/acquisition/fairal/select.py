@@ -1,11 +1,32 @@
 """FairAL's selection: :func:`fairal_select` in modes ``batch``, ``nested`` and ``sequential``.
 
 Pure torch + numpy, no Ray: candidates are given as feature rows and picked by position.
+
+The authors' algorithm (anahideh/FAL--Fair-Active-Learning, FAL/FAL_sklearn.py; the FAL paper,
+Anahideh, Asudeh & Thirumuruganathan 2022, is not among ``../shared/papers``, so their public
+code is the specification cited here by file and line) is ``mode="sequential"`` with
+``refit=RefitConfig(method="exact")``:
+
+1. fit ``clf`` on ``L`` (line 19; sklearn ``LogisticRegression(solver="liblinear")``, C = 1);
+2. for ``Iter = 0 .. b-1`` (line 21): ``a = alpha[min(10, floor(Iter / int(b / 11)))]``
+   (line 25; :func:`~.scores.resolve_alpha` with ``levels``); entropy ``e`` of ``clf`` on U
+   (lines 31-32); for every ``x`` in U and ``k`` in {0, 1} refit from scratch on
+   ``L ∪ {(x, k)}`` and measure the unfairness of its predictions on the fairness set
+   ``Cset`` (lines 33-40; ``Cset`` is a copy of U, FAL/prep.py lines 58-61);
+   ``E(x) = p(0|x) F_0 + p(1|x) F_1`` (lines 41-42);
+3. ``score = a minmax(e) + (1 - a) (max E - E) / (max E - min E)`` (lines 43-46,
+   :func:`~.scores.combine_scores`); label the argmax (line 47), add it to ``L``, refit ``clf``
+   from scratch (lines 48-51), remove it from U (lines 52-54).
+
+Engines (``engine=``): ``"fast"`` (:func:`~.scores.fairal_fast`, all refits of a chunk as one
+tensor program), ``"reference"`` (:func:`~.scores.fairal_reference`, one refit at a time in
+torch: the project's own loop) and ``"sklearn"`` (:func:`~.scores.fairal_sklearn`, liblinear
+per refit: the authors' code path, the oracle of ``method="exact"``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -19,13 +40,15 @@ from rayfal.acquisition.fairal.scores import (
     entropy,
     fairal_fast,
     fairal_reference,
+    fairal_sklearn,
     resolve_alpha,
 )
 
 __all__ = ["ENGINES", "MODES", "SEQUENTIAL_RULES", "fairal_select"]
 
-#: how the per-candidate refits are computed: batched (fast) or one at a time (reference)
-ENGINES = {"fast": fairal_fast, "reference": fairal_reference}
+#: how the per-candidate refits are computed: batched (fast), one at a time (reference), or by
+#: sklearn's liblinear one at a time (sklearn; ``method="exact"`` only)
+ENGINES = {"fast": fairal_fast, "reference": fairal_reference, "sklearn": fairal_sklearn}
 MODES = ("batch", "nested", "sequential")
 SEQUENTIAL_RULES = ("combined", "nested")
 
@@ -72,13 +95,21 @@ def fairal_select(
     * ``"sequential"``: FAL's original loop (Anahideh et al. 2022): ``budget`` times, score the
       remaining candidates with the current head and ``L``, take the best (rule
       ``sequential_rule``: ``"combined"`` score or ``"nested"``), query its label with
-      ``oracle(index) -> label``, add it to ``L`` and refit the head on the new ``L`` (warm start,
-      the same :class:`~.refit.RefitConfig`). Needs ``oracle``.
+      ``oracle(index) -> label``, add it to ``L`` and refit the head on the new ``L`` (the same
+      :class:`~.refit.RefitConfig`: warm start, or from scratch for ``method="exact"``). Needs
+      ``oracle``. With ``method="exact"`` this is the authors' loop (module docstring).
 
     ``alpha`` is resolved once per call at ``round`` of ``n_rounds``
-    (:func:`~.scores.resolve_alpha`); in ``"sequential"`` mode all picks of the call share it.
-    Ties go to the lower index. ``engine``: ``"fast"`` (:func:`~.scores.fairal_fast`) or
-    ``"reference"`` (:func:`~.scores.fairal_reference`); ``engine_kwargs`` go to it.
+    (:func:`~.scores.resolve_alpha`); in ``"sequential"`` mode all picks of the call share it,
+    unless ``alpha`` is a schedule with ``"per": "label"`` (the authors' per-label staircase,
+    FAL/FAL_sklearn.py line 25): then pick ``j`` of the call is label ``round * budget + j`` of
+    ``n_rounds * budget`` (``budget`` as requested; the batch and nested modes use the round's
+    first label). With ``refit.method == "exact"`` the head is refitted from scratch after each
+    label (:func:`~.refit.fit_exact`; FAL/FAL_sklearn.py line 51), else warm-started.
+    Ties go to the lower index (the authors' ``np.argsort(.)[::-1][0]`` takes an arbitrary one).
+    ``engine``: ``"fast"`` (:func:`~.scores.fairal_fast`), ``"reference"``
+    (:func:`~.scores.fairal_reference`) or ``"sklearn"`` (:func:`~.scores.fairal_sklearn`);
+    ``engine_kwargs`` go to it.
     """
     if mode not in MODES:
         raise ValueError(f"unknown FairAL mode '{mode}'; known: {', '.join(MODES)}")
@@ -86,7 +117,15 @@ def fairal_select(
         raise ValueError(f"unknown FairAL engine '{engine}'; known: {', '.join(ENGINES)}")
     if budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
-    a = resolve_alpha(alpha, round, n_rounds)
+    budget_asked = budget
+    per_label = isinstance(alpha, Mapping) and alpha.get("per", "round") == "label"
+
+    def alpha_at(j: int) -> float:
+        if per_label:
+            return resolve_alpha(alpha, round * budget_asked + j, n_rounds * budget_asked)
+        return resolve_alpha(alpha, round, n_rounds)
+
+    a = alpha_at(0)
     score_fn = ENGINES[engine]
     kwargs = dict(y_fair=y_fair, measure=measure, refit=refit, dtype=dtype, **engine_kwargs)
     x_c = as_tensor(x_cand, dtype)
@@ -118,7 +157,8 @@ def fairal_select(
     yl = torch.as_tensor(np.asarray(y_labelled), dtype=torch.long)
     remaining = np.arange(n_cand)
     picked: list[int] = []
-    for _ in range(budget):
+    for j in range(budget):
+        a = alpha_at(j)
         if sequential_rule == "nested":
             best = int(pick_nested(h, xl, yl, remaining, 1)[0])
         else:
