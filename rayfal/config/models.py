@@ -654,7 +654,7 @@ class JobConfig(Section):
                 raise Invalid("duplicate variant name", loc=("variants", i, "name"), value=name)
         if self.tune:
             from rayfal.config.errors import ConfigError
-            from rayfal.tune.space import parse_tune
+            from rayfal.config.tune_section import parse_tune
 
             try:
                 parse_tune(self.tune)

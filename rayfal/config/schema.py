@@ -35,8 +35,8 @@ def job_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a job file."""
     import rayfal.acquisition  # noqa: F401  (registers every strategy)
     from rayfal.acquisition.base import STRATEGIES
+    from rayfal.config.tune_section import TUNE_KEYS
     from rayfal.training import mode_names, mode_params_model
-    from rayfal.tune.space import TUNE_KEYS
 
     schema = copy.deepcopy(JobConfig.model_json_schema())
     defs = schema.setdefault("$defs", {})
