@@ -338,6 +338,48 @@ _BASELINE_HELP = ("campaign the report's paired differences are taken against (d
                   "the first campaign when absent)")
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    """``rayfal pretrain JOB``: pretrain (or find cached) the glyph-trunk of a job's ``model``
+    section in its run directory, and print where it is and its held-out accuracy."""
+    import json
+
+    from rayfal.api import load_job
+    from rayfal.campaign.pretrain import _is_complete, ensure_pretrained_trunk
+    from rayfal.models.pretrain import (
+        KIND,
+        PRETRAINED_DIR,
+        TRUNK_META,
+        pretrain_settings,
+        settings_hash,
+    )
+    from rayfal.ray_env import init_ray
+
+    job = load_job(args.job, args.set)
+    cfg = job.config
+    mcfg = cfg.model
+    if mcfg.pretrained is None:
+        mcfg = mcfg.model_copy(update={"pretrained": KIND})
+    size = args.image_size or getattr(cfg.dataset, "image_size", None)
+    if size is None:
+        raise ValueError(f"dataset {cfg.dataset.name!r} has no image_size: give --image-size")
+    shape = (3, int(size), int(size))
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
+    settings = pretrain_settings(mcfg, shape)
+    digest = settings_hash(settings)
+    hit = _is_complete(run_dir / PRETRAINED_DIR / f"{KIND}-{digest}", digest)
+    if not hit:
+        init_ray(args.address)
+    directory = ensure_pretrained_trunk(mcfg, shape, run_dir, num_workers=args.workers)
+    meta = json.loads((directory / TRUNK_META).read_text())
+    data = meta["data"]
+    print(f"{directory}: {'cached' if hit else 'pretrained'} glyph trunk {digest}")
+    print(f"  chars {' '.join(data['chars'])}; fonts {', '.join(data['fonts'])}; "
+          f"hues {', '.join(str(h) for h in data['hues'])}")
+    print(f"  held-out accuracy {meta['test_accuracy']:.3f} on {meta['n_test']} rows "
+          f"(chance {meta['chance_accuracy']:.3f})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rayfal", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -492,6 +534,21 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--no-resume", action="store_true", help="start over (drop checkpoints)")
     pt.add_argument("--no-progress", action="store_true", help="no progress bars")
     pt.set_defaults(fn=_cmd_panda_train)
+
+    pre = sub.add_parser("pretrain", help="pretrain the glyph-trunk of a job's model (Ray "
+                                          "Train; cached in RUN_DIR/pretrained)",
+                         description="Pretrain the job's CNN trunk on a glyph set disjoint from "
+                                     "every campaign (model.pretrain settings), or find it "
+                                     "cached, and print its held-out accuracy.")
+    pre.add_argument("job", help="job file (YAML)")
+    pre.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
+    pre.add_argument("--run-dir", help="run directory (default runs/<job name>)")
+    pre.add_argument("--image-size", type=int, help="image side (default: dataset.image_size)")
+    pre.add_argument("--workers", type=int, help="Ray Train workers (default: "
+                                                 "model.pretrain.num_workers)")
+    pre.add_argument("--address", help=_ADDRESS_HELP)
+
+    pre.set_defaults(fn=_cmd_pretrain)
 
     data = sub.add_parser("data", help="generate data sets")
     dsub = data.add_subparsers(dest="dataset", required=True, metavar="DATASET")

@@ -38,6 +38,7 @@ from rayfal.campaign.evaluate import evaluate_round
 from rayfal.campaign.oracle import AwaitingLabels, LabelAnswer
 from rayfal.campaign.oracles import make_oracle
 from rayfal.campaign.pending import PendingQuery, clear_pending, read_pending, write_pending
+from rayfal.campaign.pretrain import ensure_pretrained_trunk
 from rayfal.campaign.rundir import check_round_records
 from rayfal.campaign.schedule import group_fracs, initial_selection, schedule
 from rayfal.campaign.select import RoundState, select_round
@@ -96,8 +97,12 @@ class Campaign:
                                   f"seed_{seed}", num_classes=ctx.num_classes)
         num_groups = int(max(ctx.groups)) + 1 if needs_group_head(self.training.mode) else None
         torch.manual_seed(seed)
+        trunk = None
+        if ctx.cfg.model.pretrained is not None:  # pretrained once per run dir (cached)
+            trunk = ensure_pretrained_trunk(ctx.cfg.model, ctx.pool.input_shape, ctx.run_dir)
         init, self.spec = build_from_config(ctx.cfg.model, ctx.pool.input_shape,
-                                            ctx.num_classes, num_groups=num_groups)
+                                            ctx.num_classes, num_groups=num_groups,
+                                            run_dir=ctx.run_dir, trunk_dir=trunk)
         self.init_state = save_safetensors({k: v.contiguous() for k, v in init.state_dict().items()})
 
     def records(self) -> list[dict]:

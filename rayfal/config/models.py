@@ -284,9 +284,28 @@ def _target_problem(target: str) -> str | None:
     return None
 
 
+class PretrainConfig(Section):
+    """How the ``glyph-trunk`` is pretrained (:mod:`rayfal.models.pretrain`): a 10-way
+    classifier of the job's CNN architecture on a glyph set disjoint from every campaign
+    (other characters, fonts and colours), trained once with Ray Train and cached in
+    ``RUN_DIR/pretrained/glyph-trunk-<hash>`` (hash of these settings and the architecture)."""
+
+    steps: int = Field(600, ge=1, description="optimiser steps (at least one pass over n_rows)")
+    n_rows: int = Field(4000, ge=1, description="training rows of the pretraining set")
+    n_test: int = Field(1000, ge=1, description="held-out rows (the reported accuracy)")
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    seed: int = Field(0, description="data and training seed of the pretraining")
+    num_workers: int = Field(0, ge=0, description="Ray Train workers (0: in the driver)")
+
+
 class ModelConfig(Section):
     """The network: a built-in model (``name``) or a user's torch model by import path
-    (``target``, built as ``Class(input_shape, num_classes, **kwargs)``)."""
+    (``target``, built as ``Class(input_shape, num_classes, **kwargs)``).
+
+    ``pretrained: glyph-trunk`` starts the CNN's trunk from weights pretrained on a disjoint
+    synthetic glyph set (``pretrain`` settings; the head stays randomly initialised) and
+    ``freeze_trunk`` keeps those trunk weights fixed during training."""
 
     name: Literal["auto", "cnn", "mlp", "linear"] = Field(
         "auto", description="auto: cnn for images, mlp for feature vectors")
@@ -297,9 +316,22 @@ class ModelConfig(Section):
                                                  "(name must then be 'auto')")
     kwargs: dict[str, Any] = Field(default_factory=dict,
                                    description="keyword arguments of the target's constructor")
+    pretrained: Literal["glyph-trunk"] | None = Field(
+        None, description="glyph-trunk: the cnn trunk pretrained on a disjoint glyph set "
+                          "(null: random initialisation)")
+    freeze_trunk: bool = Field(False, description="with pretrained: train the head only")
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig,
+                                     description="settings of the glyph-trunk pretraining")
 
     @model_validator(mode="after")
     def _check_target(self) -> ModelConfig:
+        if self.pretrained is not None and (self.target is not None
+                                            or self.name not in ("auto", "cnn")):
+            raise Invalid("glyph-trunk is a cnn trunk: needs model.name auto or cnn and no "
+                          "model.target", loc=("pretrained",), value=self.pretrained)
+        if self.freeze_trunk and self.pretrained is None:
+            raise Invalid("freezing a random trunk: set model.pretrained too",
+                          loc=("freeze_trunk",), value=self.freeze_trunk)
         if self.target is None:
             if self.kwargs:
                 raise Invalid("only used with model.target", loc=("kwargs",), value=self.kwargs)

@@ -28,12 +28,21 @@ def model_spec(name: str, input_shape: tuple[int, ...], num_classes: int, **kwar
 
 
 def build_from_config(mcfg: Any, input_shape: tuple[int, ...], num_classes: int, *,
-                      num_groups: int | None = None) -> tuple[TwoStageModel, dict]:
+                      num_groups: int | None = None,
+                      run_dir: str | os.PathLike[str] | None = None,
+                      trunk_dir: str | os.PathLike[str] | None = None,
+                      ) -> tuple[TwoStageModel, dict]:
     """The initial model of a job's ``model`` section and its :func:`model_spec`.
 
     Built-in models get ``dropout``/``hidden`` (and ``width`` for the CNN); a model given by
     ``target`` (import path) gets its own ``kwargs``. ``num_groups`` adds a group head
-    (GRAD/GBA training modes)."""
+    (GRAD/GBA training modes).
+
+    ``model.pretrained: glyph-trunk`` loads the pretrained trunk in ``trunk_dir`` (inside
+    ``run_dir``; the campaign layer pretrains it, :mod:`rayfal.campaign.pretrain`) over the
+    freshly built one; the spec then records it (``pretrained``: kind, hash, directory) and,
+    with ``model.freeze_trunk``, ``freeze_trunk: true`` (training calls
+    :func:`rayfal.models.pretrain.freeze_trunk`). Without ``pretrained`` nothing changes."""
     if getattr(mcfg, "target", None):
         from rayfal.models.custom import import_root
 
@@ -48,7 +57,24 @@ def build_from_config(mcfg: Any, input_shape: tuple[int, ...], num_classes: int,
     if num_groups is not None:
         kwargs["num_groups"] = int(num_groups)
     spec = model_spec(name, input_shape, num_classes, **kwargs)
-    return model_from_spec(spec), spec
+    model = model_from_spec(spec)
+    if getattr(mcfg, "pretrained", None) is None:
+        return model, spec
+    from rayfal.models.pretrain import freeze_trunk, load_trunk
+
+    if run_dir is None or trunk_dir is None:
+        raise ValueError(f"model.pretrained: {mcfg.pretrained} needs the run directory and the "
+                         "pretrained trunk's directory (rayfal.campaign.pretrain."
+                         "ensure_pretrained_trunk)")
+    directory = Path(trunk_dir)
+    meta = load_trunk(model, directory)
+    spec["pretrained"] = {"kind": mcfg.pretrained, "hash": meta["hash"],
+                          "dir": Path(directory).relative_to(run_dir).as_posix(),
+                          "test_accuracy": meta["test_accuracy"]}
+    if mcfg.freeze_trunk:
+        spec["freeze_trunk"] = True
+        freeze_trunk(model)
+    return model, spec
 
 
 def model_from_spec(spec: dict) -> TwoStageModel:

@@ -48,6 +48,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     }
     model = model_from_spec(config["spec"])
     model.load_state_dict(load_safetensors(ray.get(config["init_ref"])))
+    if config["spec"].get("freeze_trunk"):  # model.freeze_trunk: before DDP wraps the model
+        from rayfal.models.pretrain import freeze_trunk
+
+        freeze_trunk(model)
     model = ray.train.torch.prepare_model(model) if world > 1 else model.to(device)
     loss_fn = make_loss(config["mode"], **config.get("mode_params", {}))
     t0 = time.perf_counter()

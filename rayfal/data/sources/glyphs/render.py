@@ -41,9 +41,9 @@ _SCALE_RANGE = (0.7, 0.95)
 _MAX_ROTATION = 10.0
 _CHUNK = 256  # images composed per vectorised step
 
-_font_cache: dict[tuple[int, int], ImageFont.FreeTypeFont | ImageFont.ImageFont] = {}
-_mask_cache: dict[tuple[int, str, int], Image.Image] = {}
-_rotated_cache: dict[tuple[int, str, int, int], np.ndarray] = {}
+_font_cache: dict[tuple[int | str, int], ImageFont.FreeTypeFont | ImageFont.ImageFont] = {}
+_mask_cache: dict[tuple[int | str, str, int], Image.Image] = {}
+_rotated_cache: dict[tuple[int | str, str, int, int], np.ndarray] = {}
 _ROTATED_CACHE_BYTES = 64 << 20  # cleared when exceeded (matters only for big image sizes)
 _rotated_bytes = 0
 
@@ -57,20 +57,22 @@ def available_fonts() -> list[str]:
     return found or ["<pillow-default>"]
 
 
-def _font(index: int, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+def _font(index: int | str, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """The font ``index`` of :func:`available_fonts`, or the DejaVu file named ``index``."""
     key = (index, size)
     font = _font_cache.get(key)
     if font is None:
-        names = available_fonts()
-        if names == ["<pillow-default>"]:
+        names = available_fonts() if isinstance(index, int) else [index]
+        name = names[index] if isinstance(index, int) else index
+        if name == "<pillow-default>":
             font = ImageFont.load_default(size=size)
         else:
-            font = ImageFont.truetype(str(FONT_DIR / names[index]), size=size)
+            font = ImageFont.truetype(str(FONT_DIR / name), size=size)
         _font_cache[key] = font
     return font
 
 
-def _glyph_mask(font_index: int, char: str, size: int) -> Image.Image:
+def _glyph_mask(font_index: int | str, char: str, size: int) -> Image.Image:
     """Antialiased coverage mask (mode ``L``) of one character, cropped to its ink bbox."""
     key = (font_index, char, size)
     mask = _mask_cache.get(key)
@@ -84,7 +86,7 @@ def _glyph_mask(font_index: int, char: str, size: int) -> Image.Image:
     return mask
 
 
-def _rotated_glyph(font_index: int, char: str, size: int, degrees: int) -> np.ndarray:
+def _rotated_glyph(font_index: int | str, char: str, size: int, degrees: int) -> np.ndarray:
     """Cached ``[h, w]`` uint8 ink of a glyph rotated by whole ``degrees`` (bicubic)."""
     global _rotated_bytes
     key = (font_index, char, size, degrees)
@@ -141,23 +143,35 @@ def render_images(
     return_masks: bool = False,
     colours: np.ndarray | None = None,
     noise_scale: np.ndarray | None = None,
+    hues: np.ndarray | None = None,
+    fonts: Sequence[str] | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Render one glyph per (label, group) as uint8 ``[N, H, W, 3]`` (optionally + masks).
 
     The colour is the group's (red/blue) unless ``colours`` (0/1 per row) is given;
     ``noise_scale`` multiplies each row's noise std. Neither changes the random draws.
+    ``hues`` (a base hue in [0, 1) per row, overriding the red/blue ones) and ``fonts``
+    (DejaVu file names drawn from instead of :data:`FONT_FILES`) serve the disjoint
+    pretraining set (:mod:`rayfal.data.sources.glyphs.pretrain`); left ``None`` they change
+    nothing.
     """
     labels = np.asarray(labels, dtype=np.int64)
     groups = np.asarray(groups, dtype=np.int64)
     n, size = len(labels), int(image_size)
-    n_fonts = len(available_fonts())
+    font_keys: list[int] | list[str] = (
+        list(range(len(available_fonts()))) if fonts is None else list(fonts)
+    )
     # All random draws up front, in a fixed order.
-    font_idx = rng.integers(0, n_fonts, n)
+    font_idx = rng.integers(0, len(font_keys), n)
     font_px = np.maximum(4, np.rint(size * rng.uniform(*_SCALE_RANGE, n))).astype(np.int64)
     angle = np.rint(rng.uniform(-_MAX_ROTATION, _MAX_ROTATION, n)).astype(np.int64)
     pos = rng.random((n, 2))
-    hue_idx = groups if colours is None else np.asarray(colours, dtype=np.int64)
-    hue = _BASE_HUE[hue_idx] + rng.uniform(-_HUE_JITTER, _HUE_JITTER, n)
+    if hues is not None:
+        base_hue = np.asarray(hues, dtype=np.float64)
+    else:
+        hue_idx = groups if colours is None else np.asarray(colours, dtype=np.int64)
+        base_hue = _BASE_HUE[hue_idx]
+    hue = base_hue + rng.uniform(-_HUE_JITTER, _HUE_JITTER, n)
     fg = _hsv_to_rgb(hue, rng.uniform(*_SAT_RANGE, n), rng.uniform(*_VAL_RANGE, n))
     fg = fg.astype(np.float32)
     bg_levels = rng.uniform(*_BG_RANGE, (n, 2)).astype(np.float32)
@@ -176,7 +190,7 @@ def render_images(
         hi = min(n, lo + _CHUNK)
         for k in range(lo, hi):
             glyph = _rotated_glyph(
-                int(font_idx[k]), chars[labels[k]], int(font_px[k]), int(angle[k])
+                font_keys[int(font_idx[k])], chars[labels[k]], int(font_px[k]), int(angle[k])
             )
             _paste(masks[k], glyph, pos[k])
         # Background: grey gradient along a random direction, tinted per channel.
