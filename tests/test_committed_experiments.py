@@ -13,8 +13,9 @@ from rayfal.report import paired_differences, table1
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "experiments"
 
 
-def test_quickstart_10_seeds_paired_table_recomputes_from_the_per_seed_rounds() -> None:
-    folder = DOCS / "quickstart_10seeds"
+@pytest.mark.parametrize("name", ["quickstart_10seeds", "quickstart_10seeds_pretrained"])
+def test_quickstart_10_seeds_paired_table_recomputes_from_the_per_seed_rounds(name: str) -> None:
+    folder = DOCS / name
     rounds = pd.read_csv(folder / "rounds_all.csv")
     assert rounds.groupby("campaign")["seed"].nunique().to_dict() == {"bald": 10, "uniform": 10}
     got = paired_differences(rounds, baseline="uniform")
