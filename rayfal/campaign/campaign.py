@@ -1,8 +1,8 @@
 """One campaign: a (strategy, seed) pair with its own ledger and round records.
 
 Round ``r``: train on the ledger's labelled rows (Ray Train, from the initial weights, or
-from round ``r - 1``'s with ``training.warm_start``) -> evaluate on the held-out test set (:mod:`rayfal.campaign.evaluate`) -> select
-``query_size`` rows (:mod:`rayfal.campaign.select`) -> ask the oracle for their labels
+from round ``r - 1``'s with ``training.warm_start``) -> evaluate on the held-out test set
+(:mod:`rayfal.campaign.evaluate`) -> select ``query_size`` rows (:mod:`rayfal.campaign.select`) -> ask the oracle for their labels
 (:mod:`rayfal.campaign.oracle`) -> write the round record (atomic) -> commit the labels to the
 ledger (they are labelled from round ``r + 1`` on).
 
@@ -24,7 +24,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,21 +62,6 @@ def job_fingerprint(cfg) -> str:
     return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def pool_fingerprint(pool, edge: int = 65_536) -> str:
-    """A hash of the pool's files — names, sizes, and the first and last ``edge`` bytes of each
-    (Parquet keeps its schema and per-row-group statistics at the end) — and its row count.
-    Reads at most ``2 * edge`` bytes a file, so it stays cheap for very large pools."""
-    digest = hashlib.sha256(str(pool.num_rows).encode())
-    for f in sorted(pool.files, key=lambda f: Path(f).name):
-        size = Path(f).stat().st_size
-        digest.update(f"{Path(f).name}:{size}".encode())
-        with open(f, "rb") as fh:
-            digest.update(fh.read(edge))
-            fh.seek(max(0, size - edge))
-            digest.update(fh.read(edge))
-    return digest.hexdigest()[:16]
-
-
 class Campaign:
     """One (strategy, seed) labelling campaign with its own ledger and round records."""
 
@@ -91,7 +75,7 @@ class Campaign:
         self.training = campaign_training(ctx.cfg, campaign)
         self.ledger = LabelLedger(self.dir / "ledger.sqlite", is_known=ctx.pool.is_known)
         self.ledger.bind_identity({"job": job_fingerprint(ctx.cfg), "campaign": campaign.name,
-                                   "seed": str(seed), "pool": pool_fingerprint(ctx.pool)})
+                                   "seed": str(seed), "pool": ctx.pool_fingerprint})
         self.oracle = make_oracle(ctx.cfg.oracle, ctx.pool, ledger=self.ledger,
                                   queries_dir=ctx.run_dir / "queries" / campaign.name /
                                   f"seed_{seed}", num_classes=ctx.num_classes)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,21 @@ from rayfal.data.splits import validation_mask
 from rayfal.fairness.bias import aligned_for, read_bias_aligned
 
 log = logging.getLogger("rayfal")
+
+
+def pool_fingerprint(pool, edge: int = 65_536) -> str:
+    """A hash of the pool's files — names, sizes, and the first and last ``edge`` bytes of each
+    (Parquet keeps its schema and per-row-group statistics at the end) — and its row count.
+    Reads at most ``2 * edge`` bytes a file, so it stays cheap for very large pools."""
+    digest = hashlib.sha256(str(pool.num_rows).encode())
+    for f in sorted(pool.files, key=lambda f: Path(f).name):
+        size = Path(f).stat().st_size
+        digest.update(f"{Path(f).name}:{size}".encode())
+        with open(f, "rb") as fh:
+            digest.update(fh.read(edge))
+            fh.seek(max(0, size - edge))
+            digest.update(fh.read(edge))
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,11 @@ class Context:
     progress: bool
     val: EvalSet | None = None  # evaluation.val_fraction > 0: the split that picks z*
     accept_partial: bool = False  # go on with a partly labelled query batch (people)
+
+    @cached_property
+    def pool_fingerprint(self) -> str:
+        """The pool's fingerprint, computed once for every campaign of the job."""
+        return pool_fingerprint(self.pool)
 
     @property
     def num_classes(self) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from rayfal.acquisition.base import Strategy, make_strategy
+from rayfal.acquisition.base import Strategy, make_strategy, strategy_class
 from rayfal.acquisition.view import LabelledSet, PoolView, check_selection, subsample_ids
 from rayfal.campaign.evaluate import worst_group
 from rayfal.campaign.warm_start import round_init_state
@@ -69,7 +69,7 @@ class RoundState:
 def select_round(ctx, st: RoundState) -> Selection:
     """Run the campaign's strategy for round ``st.r`` (module docstring)."""
     cfg = ctx.cfg
-    strategy_cls = type(make_strategy(st.strategy, seed=st.seed, round=st.r, **st.params))
+    strategy_cls = strategy_class(st.strategy)
     kwargs = dict(st.params)
     record: dict[str, Any] = {}
     if "worst_group" in strategy_cls.requires:
