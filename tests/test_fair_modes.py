@@ -602,4 +602,14 @@ def test_fair_model_cnn_modes_smoke() -> None:
     loss, logs = make_loss("pgd_at+gba", eps=0.03, alpha=0.01, steps=1)(model, data)
     loss.backward()
     assert torch.isfinite(loss) and 0.0 <= logs["gba_kept"] <= 1.0
-    assert isinstance(model, SmallCNN) is False and model.group_head is not None
+    # build_model(num_groups=2) gives the CNN wrapped with a group head (a FairModel sharing the
+    # CNN's trunk and head), and the combined loss trains all three parts
+    assert isinstance(model, FairModel) and model.num_groups == 2
+    assert isinstance(model.trunk[0], nn.Conv2d) and model.group_head is not None
+    bare = build_model("cnn", (3, 8, 8), 2, width=2, hidden=8)
+    assert isinstance(bare, SmallCNN) and not isinstance(bare, FairModel)
+    assert set(model.state_dict()) == set(bare.state_dict()) | {
+        k for k in model.state_dict() if k.startswith("group_head.")}
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name  # trunk, class head and group head all learn

@@ -10,15 +10,17 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import save as save_safetensors
+from torch.nn import functional as F
 
 from rayfal.acquisition import ScoreBatch, make_strategy, select_in_memory
 from rayfal.acquisition.jin import OUTSIDE_SCORE, jin_terms
-from rayfal.attacks import AttackSpec
+from rayfal.attacks import AttackSpec, row_noise
 from rayfal.config import ScoringConfig, config_from_dict
 from rayfal.data import schema as S
 from rayfal.data.pool import Pool
 from rayfal.models import build_model
 from rayfal.models.checkpoint import model_spec
+from rayfal.models.mc_dropout import deterministic_dropout
 from rayfal.scoring.two_pass import attack_seed, jin_batch_terms, score_pool_jin
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -97,6 +99,94 @@ def test_only_worst_group_rows_are_scored_and_selected() -> None:
     assert (group[(out - 1) // 3] == 1).sum() == 20 and len(set(out.tolist())) == 25
 
 
+# ---------------------------------------------------------------------------- known answers
+# An implementation of Eq. 2-3 written from the paper, independent of rayfal's: plain torch
+# forward passes, a plain PGD loop and KL(p || q) = sum_c p_c (log p_c - log q_c).
+
+
+def _kl(p: torch.Tensor, q: torch.Tensor) -> np.ndarray:
+    p, q = p.double(), q.double()
+    return (p * (p.log() - q.log())).sum(1).numpy()
+
+
+def _reference_jin_terms(m_s, m_r, x, row_keys, *, eps, alpha, steps, seed, clamp=(0.0, 1.0)):
+    """``(KL(p_S(x) || p_R(x)), KL(p_R(x) || p_R(A(x))))``, ``A`` = CE-PGD on ``M_R`` against
+    ``M_R``'s predicted label, from the documented row-keyed uniform start in the eps-ball."""
+    lo, hi = clamp if clamp is not None else (-np.inf, np.inf)
+    with torch.no_grad(), deterministic_dropout():
+        p_s, p_r = F.softmax(m_s(x), 1), F.softmax(m_r(x), 1)
+    y = p_r.argmax(1)
+    start = row_noise(tuple(x.shape[1:]), row_keys, seed, "uniform") * eps
+    x_adv = torch.minimum(torch.maximum(x + start, x - eps), x + eps).clamp(lo, hi)
+    for _ in range(steps):
+        x_adv = x_adv.detach().requires_grad_(True)
+        with deterministic_dropout():
+            loss = F.cross_entropy(m_r(x_adv), y, reduction="sum")
+        (g,) = torch.autograd.grad(loss, x_adv)
+        x_adv = x_adv.detach() + alpha * g.sign()
+        x_adv = torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(lo, hi)
+    with torch.no_grad(), deterministic_dropout():
+        p_adv = F.softmax(m_r(x_adv), 1)
+    return _kl(p_s, p_r), _kl(p_r, p_adv)
+
+
+def _linear(w: list[list[float]]) -> torch.nn.Linear:
+    lin = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor(w))
+        lin.bias.zero_()
+    return lin.eval()
+
+
+def test_jin_terms_known_answer_on_hand_set_linear_models() -> None:
+    """Eq. 2 and 3 on two hand-set 2-class linear models, against the closed form.
+
+    For a 2-class linear model the CE gradient's sign w.r.t. x is ``sign(w_other - w_y)``
+    wherever x is, so with ``alpha >= 2 eps`` PGD ends at ``A(x) = x + eps sign(w_other - w_y)``
+    whatever the random start. ``M_S`` leans on x1 the *opposite* way to ``M_R``: attacking M_S
+    (instead of M_R) moves x towards M_R's confident side, and p_S is far more peaked than p_R
+    on some rows, so both a wrong attacked model and a reversed KL change the terms by far more
+    than the tolerance (checked below, so the construction cannot silently lose its power)."""
+    m_r = _linear([[3.0, 1.5], [-3.0, -1.5]])     # M_R: z1 - z0 = -6 x1 - 3 x2
+    m_s = _linear([[-4.0, 1.0], [4.0, -1.0]])     # M_S: z1 - z0 = 8 x1 - 2 x2
+    x = torch.tensor([[0.02, -0.01], [-0.20, 0.30], [0.05, -0.10], [0.30, 0.20], [-0.4, -0.3]])
+    ids = np.array([11, 3, 42, 7, 100], dtype=np.int64)
+    eps, alpha, steps = 0.25, 0.6, 2
+    attack = AttackSpec(eps=eps, alpha=alpha, steps=steps, loss="ce", clamp=None)
+    got_std, got_rob = jin_batch_terms(m_s, m_r, x, ids, attack=attack, seed=9)
+
+    # by hand: p = softmax(x W^T), y = argmax p_R, A(x) = x + eps sign(w_other - w_y) on M_R
+    w_r, w_s = m_r.weight.detach().double(), m_s.weight.detach().double()
+    xd = x.double()
+    p_r, p_s = F.softmax(xd @ w_r.T, 1), F.softmax(xd @ w_s.T, 1)
+    y = p_r.argmax(1)
+
+    def attacked(w: torch.Tensor) -> torch.Tensor:
+        return xd + eps * torch.sign(w[1 - y] - w[y])
+
+    p_adv = F.softmax(attacked(w_r) @ w_r.T, 1)
+    want_std, want_rob = _kl(p_s, p_r), _kl(p_r, p_adv)
+    np.testing.assert_allclose(got_std, want_std, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got_rob, want_rob, rtol=1e-5, atol=1e-6)
+    # the independent implementation (used against Ray below) agrees with the closed form
+    ref_std, ref_rob = _reference_jin_terms(m_s, m_r, x, ids, eps=eps, alpha=alpha, steps=steps,
+                                            seed=9, clamp=None)
+    np.testing.assert_allclose(ref_std, want_std, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ref_rob, want_rob, rtol=1e-5, atol=1e-6)
+    # the wrong answers are far away: the reversed KLs, and the attack computed on M_S
+    wrong = {
+        "KL(p_R || p_S)": (_kl(p_r, p_s), want_std),
+        "KL(p_R(A(x)) || p_R(x))": (_kl(p_adv, p_r), want_rob),
+        "A(x) attacks M_S": (_kl(p_r, F.softmax(attacked(w_s) @ w_r.T, 1)), want_rob),
+        "A(x) attacks M_S, read by M_S": (_kl(p_s, F.softmax(attacked(w_s) @ w_s.T, 1)),
+                                          want_rob),
+    }
+    for name, (bad, good) in wrong.items():
+        assert np.abs(bad - good).max() > 0.1, name
+    # and the attack really moved M_R's prediction on some row (the robust term is not ~0)
+    assert want_rob.max() > 0.5 and (p_adv.argmax(1) != y).any()
+
+
 # ---------------------------------------------------------------------------- Ray Data path
 
 
@@ -166,10 +256,11 @@ def test_ray_jin_scores_do_not_depend_on_the_shard_split(ray_session, tiny_pool_
     sel_b = make_strategy("jin", seed=4, round=1, **params).select(b.candidates, 6)
     np.testing.assert_array_equal(sel_a, sel_b)
     assert set(sel_a.tolist()) <= unl_z
-    # equal to the in-memory reference (stacked probs computed in this process)
+    # equal to the independent reference of Eq. 2-4 (plain torch PGD on M_R and KLs, in this
+    # process, not rayfal's scoring functions), z-normalised over the scored rows
     x = torch.from_numpy(S.to_model_input(rows[pool0.feature_column], pool0.input_shape))
-    attack = AttackSpec(eps=8 / 255, alpha=4 / 255, steps=2, loss="ce", clamp=(0.0, 1.0))
-    i_std, i_rob = jin_batch_terms(m_s, m_r, x, ids, attack=attack, seed=attack_seed(4, 1))
+    i_std, i_rob = _reference_jin_terms(m_s, m_r, x, ids, eps=8 / 255, alpha=4 / 255, steps=2,
+                                        seed=attack_seed(4, 1))
     m = np.isin(ids, list(unl_z))
     want = (i_std[m] - i_std[m].mean()) / i_std[m].std() + (
         i_rob[m] - i_rob[m].mean()) / i_rob[m].std()

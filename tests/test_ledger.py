@@ -331,8 +331,45 @@ _CHILD = textwrap.dedent(
 )
 
 
+def _holds_write_lock(path: Path) -> bool:
+    """Whether another connection holds the ledger's write lock, i.e. is inside a write
+    transaction (``BEGIN IMMEDIATE`` .. ``COMMIT``): our own ``BEGIN IMMEDIATE`` is refused."""
+    conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return True
+        raise
+    else:
+        conn.execute("ROLLBACK")
+        return False
+    finally:
+        conn.close()
+
+
+def _kill_inside_transaction(proc: subprocess.Popen, path: Path, deadline_s: float = 60.0) -> int:
+    """Freeze the child (SIGSTOP), and SIGKILL it only if it is frozen inside a write
+    transaction; otherwise let it run a few ms more and try again. Returns the attempts."""
+    t_end = time.monotonic() + deadline_s
+    attempts = 0
+    while time.monotonic() < t_end:
+        attempts += 1
+        os.kill(proc.pid, signal.SIGSTOP)
+        _, status = os.waitpid(proc.pid, os.WUNTRACED)  # returns once the child is stopped
+        assert os.WIFSTOPPED(status), status
+        if _holds_write_lock(path):
+            os.kill(proc.pid, signal.SIGKILL)  # lands while the transaction is open
+            return attempts
+        os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(0.003)
+    pytest.fail("never caught the child inside a write transaction")
+
+
 def _run_and_kill(path: Path, fraction: float) -> list[str]:
-    """Run the committing child; SIGKILL it ``fraction`` of a commit's duration into round 1.
+    """Run the committing child; SIGKILL it ``fraction`` of a commit's duration into round 1,
+    at the first moment from then on when it is inside the commit's write transaction (checked
+    with the child frozen, so the kill lands inside the transaction).
 
     Round 0 calibrates how long one commit of ``_BATCH`` rows takes on this machine.
     """
@@ -357,7 +394,7 @@ def _run_and_kill(path: Path, fraction: float) -> list[str]:
             pytest.fail(f"child exited early ({proc.wait()}): {proc.stderr.read()}")
         duration = float(lines[-2].split()[2])  # "DONE 0 <seconds>"
         time.sleep(fraction * duration)
-        os.kill(proc.pid, signal.SIGKILL)
+        _kill_inside_transaction(proc, path)
         out, _ = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:

@@ -3,6 +3,7 @@ fairlearn's own functions on seeded random arrays (the intended differences test
 
 from __future__ import annotations
 
+import fairlearn.metrics as fm  # a dependency: a missing fairlearn fails, never skips
 import numpy as np
 import pytest
 
@@ -270,7 +271,6 @@ FAIRLEARN_CASES = [(0, 200, [0, 1, 2]), (1, 500, [0, 1, 2, 3, 4]), (2, 300, ["x"
 
 @pytest.mark.parametrize(("seed", "n", "groups"), FAIRLEARN_CASES)
 def test_accuracy_metrics_match_fairlearn_metricframe(seed, n, groups) -> None:
-    fm = pytest.importorskip("fairlearn.metrics")
     from sklearn.metrics import accuracy_score
 
     for multiclass in (False, True):
@@ -290,7 +290,6 @@ def test_accuracy_metrics_match_fairlearn_metricframe(seed, n, groups) -> None:
 
 @pytest.mark.parametrize(("seed", "n", "groups"), FAIRLEARN_CASES)
 def test_rate_gaps_match_fairlearn(seed, n, groups) -> None:
-    fm = pytest.importorskip("fairlearn.metrics")
 
     y, p, g = _random_case(seed, n, groups)
     kw = {"sensitive_features": g}
@@ -314,7 +313,6 @@ def test_rate_gaps_match_fairlearn(seed, n, groups) -> None:
 def test_panda_table1_metrics_are_fairlearn_to_overall(seed, n, groups) -> None:
     """PANDA's Table 1 definitions differ from the between-group spreads on purpose: they are
     fairlearn's ``method="to_overall"`` variants, and lie in [spread / 2, spread]."""
-    fm = pytest.importorskip("fairlearn.metrics")
 
     y, p, g = _random_case(seed, n, groups)
     kw = {"sensitive_features": g, "method": "to_overall"}
@@ -333,7 +331,6 @@ def test_panda_table1_metrics_are_fairlearn_to_overall(seed, n, groups) -> None:
 def test_groups_without_positives_differ_from_fairlearn_as_documented() -> None:
     """A group without positives has no TPR: rayfal skips it, fairlearn counts it as 0. On the
     groups where every rate is defined the two agree."""
-    fm = pytest.importorskip("fairlearn.metrics")
 
     y, p, g = _random_case(5, 400, [0, 1, 2, 3])
     y[g == 3] = 0  # group 3: negatives only

@@ -280,19 +280,38 @@ def _eval_losses(policy: PandaPolicy, seeds) -> tuple[float, float, float]:
     return float(np.mean(pol)), float(np.mean(rnd)), float(np.mean(good_frac))
 
 
-def test_meta_trained_policy_beats_random_on_toy_task() -> None:
-    d0, _ = _toy(512, 0)
-    policy = _policy(seed=0)
-    losses = pretrain_encoder(policy, d0, steps=30, set_size=64, lr=3e-3, seed=0)
+def _oracle_loss(seeds) -> float:
+    """Mean validation loss of the oracle that labels B of the known "good" items of each
+    task (the same tasks as :func:`_eval_losses`): an independent bound for a learnt policy."""
+    out = []
+    for s in seeds:
+        data, good = _toy(POOL + VAL, 1000 + s)
+        px, py = data.x[:POOL], data.y[:POOL]
+        vx, vy, vg = data.x[POOL:], data.y[POOL:], data.group[POOL:]
+        w = torch.zeros(POOL)
+        w[np.flatnonzero(good[:POOL])[:BUDGET]] = 1.0
+        out.append(float(simulate(None, px, py, vx, vy, vg, BUDGET, inner=INNER, weights=w).loss))
+    return float(np.mean(out))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_meta_trained_policy_beats_random_on_toy_task(seed: int) -> None:
+    """Meta-training (any seed) closes most of the gap between random picks and the oracle
+    that picks known good items, and learns to pick good items."""
+    oracle = _oracle_loss(range(4))
+    d0, _ = _toy(512, seed)
+    policy = _policy(seed=seed)
+    losses = pretrain_encoder(policy, d0, steps=30, set_size=64, lr=3e-3, seed=seed)
     assert losses[-1] < losses[0]
-    before, random_loss, _ = _eval_losses(policy, range(4))
-    assert before > random_loss  # this seed's untrained policy is worse than random
+    _, random_loss, _ = _eval_losses(policy, range(4))
+    assert oracle < random_loss - 0.3  # the toy's good items really are better than random
     history = meta_train(policy, d0, budget=BUDGET, steps=30, pool_size=POOL, val_size=VAL,
-                         rho=1.0, inner=INNER, lr=3e-2, seed=0, progress=False)
+                         rho=1.0, inner=INNER, lr=3e-2, seed=seed, progress=False)
     assert len(history) == 30 and history[-1]["step"] == 30
     after, random_loss2, good = _eval_losses(policy, range(4))
     assert random_loss2 == random_loss
-    assert after < random_loss - 0.2, (after, random_loss)
+    closed = (random_loss - after) / (random_loss - oracle)
+    assert closed >= 0.6, (after, random_loss, oracle)  # 0.79-0.89 for seeds 0-3
     assert good >= 0.9
 
 

@@ -292,10 +292,117 @@ def test_timings_table(rounds: pd.DataFrame) -> None:
 # --------------------------------------------------------------------------- report + plots
 
 
-def _assert_png(path: Path) -> None:
+def _assert_png(path: Path, colours: tuple[str, ...] = ()) -> None:
+    """A PNG that decodes, has a plausible size and is not blank: a good share of inked
+    pixels, many distinct colours, and every colour in ``colours`` drawn somewhere."""
+    from matplotlib.colors import to_rgb
+    from PIL import Image
+
     data = path.read_bytes()
     assert data[:8] == PNG_MAGIC, path
-    assert len(data) > 1024, path
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    h, w, _ = rgb.shape
+    assert w >= 400 and h >= 250, (path, w, h)
+    ink = (rgb < 245).any(axis=2)
+    assert ink.mean() > 0.01, (path, ink.mean())  # not an empty canvas
+    assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > 20, path  # lines, text, bands
+    for colour in colours:
+        want = np.round(np.asarray(to_rgb(colour)) * 255).astype(int)
+        assert (np.abs(rgb - want).max(axis=2) <= 3).sum() >= 20, (path, colour)
+
+
+class _Captured(list):
+    """The figures the plot functions build, captured at ``plots.save`` (which still runs)."""
+
+
+@pytest.fixture
+def figures(monkeypatch: pytest.MonkeyPatch) -> _Captured:
+    from rayfal.report import plots
+
+    captured = _Captured()
+    real_save = plots.save
+
+    def spy(fig, out_path):
+        captured.append(fig)
+        return real_save(fig, out_path)
+
+    monkeypatch.setattr(plots, "save", spy)
+    return captured
+
+
+def _mean_over_seeds(fn) -> list[float]:
+    """Per round: the mean over SEEDS of ``fn(seed, r)``, computed here, not with pandas."""
+    return [statistics.fmean(fn(s, r) for s in SEEDS) for r in range(N_ROUNDS)]
+
+
+def _lines(ax) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {ln.get_label(): (np.asarray(ln.get_xdata(), float), np.asarray(ln.get_ydata(), float))
+            for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+
+
+def test_curves_draw_the_mean_over_seeds_per_campaign(tmp_path: Path, figures) -> None:
+    """Fig. 2/3: the data behind the lines, one panel per metric and scenario, against means
+    computed from the generating formulas; the band spans mean ± the sample std."""
+    df = _frame()
+    out = report.plot_curves(df, tmp_path / "curves.png", metrics=("accuracy", "nll"))
+    _assert_png(out, colours=("C0", "C1"))
+    (fig,) = figures
+    assert [sf._suptitle.get_text() for sf in fig.subfigs] == ["Sensitive attribute",
+                                                               "Minority group"]
+    x_want = [BATCH * (r + 1) for r in range(N_ROUNDS)]
+    for sfig, scenario in zip(fig.subfigs, SCENARIOS, strict=True):
+        acc_ax, nll_ax = sfig.axes
+        for ci, campaign in enumerate(CAMPAIGNS):
+            x, y = _lines(acc_ax)[campaign]
+            np.testing.assert_allclose(x, x_want)
+            np.testing.assert_allclose(
+                y, _mean_over_seeds(lambda s, r, c=campaign, sc=scenario: _accuracy(sc, c, s, r)))
+            x, y = _lines(nll_ax)[campaign]
+            np.testing.assert_allclose(
+                y, _mean_over_seeds(lambda s, r, ci=ci: 0.7 - 0.1 * r + 0.01 * s + 0.05 * ci))
+        # accuracy std over seeds = 0.01 * std(seed^2) (the same every round)
+        sd = 0.01 * statistics.stdev(s**2 for s in SEEDS)
+        mean0 = _mean_over_seeds(lambda s, r, sc=scenario: _accuracy(sc, CAMPAIGNS[0], s, r))
+        band = acc_ax.collections[0].get_paths()[0].vertices[:, 1]
+        assert band.min() == pytest.approx(min(mean0) - sd)
+        assert band.max() == pytest.approx(max(mean0) + sd)
+
+
+def test_epistemic_gap_draws_the_per_campaign_mean(tmp_path: Path, figures) -> None:
+    """Fig. 1: one panel per scenario, one line per campaign at the mean epistemic gap."""
+    out = report.plot_epistemic_gap(_frame(), tmp_path / "gap.png")
+    _assert_png(out, colours=("C0", "C1"))
+    (fig,) = figures
+    assert [ax.get_title() for ax in fig.axes] == ["Sensitive attribute", "Minority group"]
+    for ax in fig.axes:
+        for ci, campaign in enumerate(CAMPAIGNS):
+            x, y = _lines(ax)[campaign]
+            np.testing.assert_allclose(x, [BATCH * (r + 1) for r in range(N_ROUNDS)])
+            np.testing.assert_allclose(y, _mean_over_seeds(
+                lambda s, r, ci=ci: (0.1 / (r + 1) + 0.01 * s) * (1 + ci)))
+            assert (np.diff(y) < 0).all()  # the gap shrinks as labels are added
+
+
+def test_selection_audit_draws_the_minority_share(tmp_path: Path, figures) -> None:
+    """Two groups: only the minority (group 1, 10% of the pool) is drawn; the queried batch's
+    share per round (none in the final round), the pool's and the labelled set's."""
+    out = report.plot_selection_audit(_frame(), tmp_path / "audit.png")
+    _assert_png(out)
+    (fig,) = figures
+    for sfig in fig.subfigs:
+        assert "share of group 1" in sfig._suptitle.get_text()
+        for ax, campaign in zip(sfig.axes, CAMPAIGNS, strict=True):
+            assert ax.get_title() == campaign
+            lines = _lines(ax)
+            x, q = lines["queried batch"]
+            np.testing.assert_allclose(x, range(N_ROUNDS - 1))  # the last round queries nothing
+            want = 0.1 if campaign == "random" else statistics.fmean(0.3 + 0.02 * s
+                                                                      for s in SEEDS)
+            np.testing.assert_allclose(q, want)
+            np.testing.assert_allclose(lines["unlabelled pool"][1], 0.1)
+            np.testing.assert_allclose(lines["labelled set"][1],
+                                       [0.1 + 0.01 * r for r in range(N_ROUNDS)])
 
 
 def test_write_report_creates_all_files(run_dir: Path) -> None:
