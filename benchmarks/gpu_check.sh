@@ -78,6 +78,9 @@ if DRY:
 else:
     sizes = dict(n_pool=50_000, n_test=2_000, n_train=2_000, pgd_steps=10, jin_steps=10, mc=20)
     overrides = ["training.epochs=10", "training.min_steps=0", "scoring.batch_size=1024"]
+# the whole CNN from random weights (the quickstart's frozen pretrained trunk would leave
+# only the head to train, which says little about a GPU)
+overrides += ["model.pretrained=null", "model.freeze_trunk=false"]
 overrides += [f"dataset.n_pool={sizes['n_pool']}", f"dataset.n_test={sizes['n_test']}",
               f"scoring.mc_samples={sizes['mc']}", "dataset.shard_rows=10000"]
 cfg, _ = load_job("jobs/gpu_quickstart.yaml", overrides)
