@@ -1,17 +1,29 @@
-"""Figures 1-2 of PANDA (Sharaf et al. 2022) from a run of jobs/adult_panda.yaml.
+"""PANDA's Adult comparison (Sharaf et al. 2022, Figures 1-2) from runs of jobs/adult_panda.yaml.
 
-    .venv/bin/python benchmarks/adult_panda_report.py RUN_DIR [OUT_DIR]
+    .venv/bin/python benchmarks/adult_panda_report.py RUN_DIR [RUN_DIR ...] [--out OUT_DIR]
 
-Writes into OUT_DIR (default docs/experiments/adult_panda): ``figure1.csv``/``figure1.md``
-(F-score, demographic disparity and error-rate balance at the final budget, mean ± std over
-seeds, plus mean selection seconds per round), ``figure1.png`` (the two scatter plots),
-``figure2.png`` (budget vs F-score and vs demographic disparity) and ``curves.csv``.
+Several run directories (the same job split over processes, e.g. the baselines in one and
+PANDA in another, with the same seeds and ``dataset.per_seed``) are merged. Writes into
+OUT_DIR (default docs/experiments/adult_panda), commit-ready (no machine paths inside):
+
+* ``rounds.csv``: every campaign, seed and round (budget, F-score, Table-1 DP and EB, accuracy,
+  labelled and query shares per group, z* of group-aware random, selection seconds);
+* ``figure1.csv`` / ``figure1.md``: the final budget, mean ± std over seeds, and the paired
+  difference of each method minus random over seeds with its 95% percentile-bootstrap CI
+  (:func:`rayfal.report.paired.bootstrap_ci`, 10,000 resamples, seed 0) — recomputed from
+  ``rounds.csv`` by :func:`figure1_table` (tests/test_committed_experiments.py);
+* ``figure1.png``: F-score vs demographic disparity, per-seed points and means;
+  ``figure2.png``: budget vs F-score and vs DP;
+* ``meta_training.csv`` (+ ``meta_training.png``): PANDA's meta-training log of every seed
+  (loss, soft vs hard disparity, hard-pick and random-pick diagnostics, temperature, forward
+  and proximal step sizes per step); ``heldout.csv``: policy vs random picks on held-out tasks
+  of D, scored by the simulated and by the campaign learner.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -20,97 +32,148 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-METRICS = {"f_score": "F-score", "panda_dp": "Demographic disparity (Table 1)",
-           "error_rate_balance": "Error-rate balance (Table 1)"}
-GROUP_AWARE = {"group_random", "fal", "fairlearn", "fairlearn_al", "panda"}
+from rayfal.report.paired import bootstrap_ci  # noqa: E402
+
+METRICS = {"f_score": "F-score", "panda_dp": "demographic disparity",
+           "error_rate_balance": "error-rate balance"}
+ROUND_COLUMNS = ["campaign", "seed", "round", "n_labelled", "budget", "f_score", "panda_dp",
+                 "error_rate_balance", "accuracy", "labelled_frac_group_0",
+                 "labelled_frac_group_1", "query_frac_group_0", "query_frac_group_1",
+                 "worst_group", "score_seconds"]
+BASELINE = "random"
 
 
-def _meta_train_seconds(run_dir: Path) -> float | None:
-    for p in sorted(run_dir.glob("campaigns/panda/seed_*/round_000/selection_info.json")):
-        info = json.loads(p.read_text())
-        if "meta_train_seconds" in info:
-            return float(info["meta_train_seconds"])
-    return None
-
-
-def main(run_dir: str, out_dir: str = "docs/experiments/adult_panda") -> None:
-    run, out = Path(run_dir), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    df = pd.read_csv(run / "rounds.csv")
-    d0 = df["n_labelled"].min()
+def merge_rounds(run_dirs: list[Path]) -> pd.DataFrame:
+    df = pd.concat([pd.read_csv(d / "rounds.csv") for d in run_dirs], ignore_index=True)
+    d0 = df.groupby(["campaign", "seed"])["n_labelled"].transform("min")
     df["budget"] = df["n_labelled"] - d0
-    order = list(dict.fromkeys(df["campaign"]))
-    final = df[df["budget"] == df["budget"].max()]
+    cols = [c for c in ROUND_COLUMNS if c in df.columns]
+    return df[cols].sort_values(["campaign", "seed", "round"]).reset_index(drop=True)
+
+
+def figure1_table(rounds: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
+    """Final budget: mean ± std over seeds and the paired (same seed) difference minus
+    ``baseline`` with a 95% bootstrap CI, per method and metric."""
+    final = rounds[rounds["budget"] == rounds["budget"].max()]
+    base = final[final["campaign"] == baseline].set_index("seed")
     rows = []
-    for c in order:
-        sub = final[final["campaign"] == c]
-        queried = df[(df["campaign"] == c) & (df["n_queried"] > 0)]
-        row = {"method": c, "seeds": sub["seed"].nunique()}
+    for c in dict.fromkeys(final["campaign"]):
+        sub = final[final["campaign"] == c].set_index("seed")
+        row: dict = {"method": c, "seeds": len(sub)}
         for m in METRICS:
-            row[f"{m}_mean"], row[f"{m}_std"] = sub[m].mean(), sub[m].std(ddof=1)
-        row["select_seconds_per_round"] = queried["score_seconds"].mean()
-        fair_fit = df.loc[df["campaign"] == c].get("fair_fit_seconds")
-        row["fair_fit_seconds_per_round"] = (float(fair_fit.mean()) if fair_fit is not None
-                                             and fair_fit.notna().any() else 0.0)
-        row["train_eval_seconds_per_round"] = (df.loc[df["campaign"] == c, "train_seconds"]
-                                               + df.loc[df["campaign"] == c, "eval_seconds"]).mean()
+            row[f"{m}_mean"] = sub[m].mean()
+            row[f"{m}_std"] = sub[m].std(ddof=1)
+            common = sub.index.intersection(base.index)
+            diff = (sub.loc[common, m] - base.loc[common, m]).to_numpy()
+            row[f"{m}_diff"], row[f"{m}_lo"], row[f"{m}_hi"] = bootstrap_ci(diff)
+        row["labelled_frac_group_1"] = sub["labelled_frac_group_1"].mean()
         rows.append(row)
-    tab = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def _fmt_ci(r: pd.Series, m: str, baseline: str) -> str:
+    if r["method"] == baseline:
+        return "—"
+    return f"{r[m + '_diff']:+.3f} [{r[m + '_lo']:+.3f}, {r[m + '_hi']:+.3f}]"
+
+
+def _collect_panda(run_dirs: list[Path], name: str) -> pd.DataFrame | None:
+    frames = []
+    for d in run_dirs:
+        for p in sorted((d / "panda").glob(f"policy-*/{name}")):
+            meta = json.loads((p.parent / "policy.json").read_text())
+            f = pd.read_csv(p)
+            f.insert(0, "policy_seed", int(meta["settings"]["seed"]))
+            frames.append(f)
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dirs", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, default=Path("docs/experiments/adult_panda"))
+    args = ap.parse_args(argv)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    rounds = merge_rounds(args.run_dirs)
+    rounds.to_csv(out / "rounds.csv", index=False)
+    tab = figure1_table(rounds)
     tab.to_csv(out / "figure1.csv", index=False)
-    lines = [f"Budget B = {int(final['budget'].max())} labels beyond D0 ({int(d0)} rows); "
-             "mean ± std over seeds; test set of the PANDA split.", "",
-             "| method | seeds | F-score | demographic disparity | error-rate balance | "
-             "selection s/round | fairlearn fit s/round |", "|:--|--:|--:|--:|--:|--:|--:|"]
-    for r in rows:
-        lines.append(f"| {r['method']} | {r['seeds']} | "
-                     + " | ".join(f"{r[m + '_mean']:.3f} ± {r[m + '_std']:.3f}" for m in METRICS)
-                     + f" | {r['select_seconds_per_round']:.2f} | "
-                     f"{r['fair_fit_seconds_per_round']:.1f} |")
-    mt = _meta_train_seconds(run)
-    if mt is not None:
-        lines += ["", f"PANDA meta-training (once, before round 0, not in the selection time): "
-                  f"{mt:.0f} s."]
+    budget = int(rounds["budget"].max())
+    lines = [f"Budget B = {budget} labels beyond D0; {int(tab['seeds'].max())} independent "
+             f"seeds (own split, D0 and PANDA policy each); mean ± std over seeds; paired "
+             f"difference minus {BASELINE} with a 95% bootstrap CI over seeds.", "",
+             "| method | seeds | F-score | DP | EB | ΔF vs random | ΔDP vs random | "
+             "ΔEB vs random | labelled share men |",
+             "|:--|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for _, r in tab.iterrows():
+        cells = [f"{r[m + '_mean']:.3f} ± {r[m + '_std']:.3f}" for m in METRICS]
+        cis = [_fmt_ci(r, m, BASELINE) for m in METRICS]
+        lines.append(f"| {r['method']} | {r['seeds']} | " + " | ".join(cells + cis)
+                     + f" | {r['labelled_frac_group_1']:.2f} |")
     (out / "figure1.md").write_text("\n".join(lines) + "\n")
 
+    final = rounds[rounds["budget"] == budget]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    markers = "os^vDPX*<>"
     for ax, m in zip(axes, ("panda_dp", "error_rate_balance"), strict=True):
-        for i, r in enumerate(rows):
-            eb = ax.errorbar(r[f"{m}_mean"], r["f_score_mean"], xerr=r[f"{m}_std"],
-                             yerr=r["f_score_std"], fmt=markers[i % len(markers)], capsize=3,
-                             label=r["method"], ms=7, alpha=0.85)
-            if r["method"] not in GROUP_AWARE:  # dotted bars: parity/group-unaware methods
-                for line in eb[2]:
-                    line.set_linestyle(":")
-        ax.axvline(0.04, color="grey", lw=0.8, ls="--")
-        ax.set_xlabel(METRICS[m])
+        for i, c in enumerate(dict.fromkeys(final["campaign"])):
+            sub = final[final["campaign"] == c]
+            ax.scatter(sub[m], sub["f_score"], s=14, alpha=0.45, color=f"C{i}")
+            ax.scatter(sub[m].mean(), sub["f_score"].mean(), s=90, marker="*", color=f"C{i}",
+                       label=c, edgecolor="k")
+        ax.axvline(0.04, ls=":", color="grey")
+        ax.set_xlabel(METRICS[m] + " (Table 1)")
         ax.set_ylabel("F-score")
-        ax.set_title(f"Adult, B = {int(final['budget'].max())}: upper-left is better")
-    axes[1].legend(fontsize=8, loc="best")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Adult, B = {budget}: per-seed points, stars = mean over seeds")
     fig.tight_layout()
     fig.savefig(out / "figure1.png", dpi=110)
     plt.close(fig)
 
-    curves = (df.groupby(["campaign", "budget"], sort=False)[list(METRICS)]
-              .agg(["mean", "std"]).reset_index())
-    curves.columns = ["_".join(c).strip("_") for c in curves.columns]
-    curves.to_csv(out / "curves.csv", index=False)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    for ax, m in zip(axes, ("f_score", "panda_dp"), strict=True):
-        for c in order:
-            sub = curves[curves["campaign"] == c]
-            ls = "-" if c in GROUP_AWARE else ":"
-            ax.errorbar(sub["budget"], sub[f"{m}_mean"], yerr=sub[f"{m}_std"], ls=ls,
-                        marker="o", capsize=2, label=c)
-        ax.set_xlabel("budget (labels queried beyond D0)")
-        ax.set_ylabel(METRICS[m])
-    axes[1].axhline(0.04, color="grey", lw=0.8, ls="--")
+    curves = rounds.groupby(["campaign", "budget"])[list(METRICS)].mean().reset_index()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for i, c in enumerate(dict.fromkeys(rounds["campaign"])):
+        sub = curves[curves["campaign"] == c]
+        axes[0].plot(sub["budget"], sub["f_score"], marker="o", label=c, color=f"C{i}")
+        axes[1].plot(sub["budget"], sub["panda_dp"], marker="o", label=c, color=f"C{i}")
+    axes[0].set_ylabel("F-score")
+    axes[1].set_ylabel("demographic disparity")
+    axes[1].axhline(0.04, ls=":", color="grey")
+    for ax in axes:
+        ax.set_xlabel("labels beyond D0")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "figure2.png", dpi=110)
     plt.close(fig)
+
+    log = _collect_panda(args.run_dirs, "meta_training.csv")
+    if log is not None:
+        log.to_csv(out / "meta_training.csv", index=False)
+        keys = [("loss", "loss_hard_picks", "loss_random", "validation loss"),
+                ("disparity", "disparity_hard_picks", "disparity_random", "DP"),
+                ("temperature", None, None, "Gumbel temperature"),
+                ("forward_moved", "prox_moved", None, "step size ||Δθ||")]
+        fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+        for ax, (a, b, c, title) in zip(axes, keys, strict=True):
+            g = log.groupby("step")
+            ax.plot(g[a].mean(), label=f"{a} (soft picks)" if b else a)
+            if b:
+                ax.plot(g[b].mean(), label=b)
+            if c:
+                ax.plot(g[c].mean(), label=c)
+            if a == "disparity":
+                ax.axhline(0.04, ls=":", color="grey")
+            ax.set_title(title + " (mean over seeds)")
+            ax.set_xlabel("meta-step")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "meta_training.png", dpi=100)
+        plt.close(fig)
+    held = _collect_panda(args.run_dirs, "heldout.csv")
+    if held is not None:
+        held.to_csv(out / "heldout.csv", index=False)
     print((out / "figure1.md").read_text())
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main()

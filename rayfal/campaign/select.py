@@ -32,6 +32,9 @@ from rayfal.scoring.per_row import score_pool
 from rayfal.scoring.two_pass import score_pool_jin
 from rayfal.training.distributed import fit_round
 
+#: campaign-directory file pinning z* to h^0's (``worst_group_from: h0``)
+WORST_GROUP_H0 = "worst_group_h0.json"
+
 
 @dataclass
 class Selection:
@@ -73,7 +76,14 @@ def select_round(ctx, st: RoundState) -> Selection:
     kwargs = dict(st.params)
     record: dict[str, Any] = {}
     if "worst_group" in strategy_cls.requires:
-        z, info = worst_group(cfg.evaluation, ctx.val, st.model, st.metrics, st.seed)
+        pinned = st.work_dir / WORST_GROUP_H0
+        if kwargs.get("worst_group_from") == "h0" and st.r > 0 and pinned.is_file():
+            info = json.loads(pinned.read_text())  # the group h^0 (round 0's model) is worse on
+            z = int(info.pop("worst_group"))
+        else:
+            z, info = worst_group(cfg.evaluation, ctx.val, st.model, st.metrics, st.seed)
+            if kwargs.get("worst_group_from") == "h0" and st.r == 0:
+                pinned.write_text(json.dumps({**info, "worst_group": z}, default=float))
         kwargs["worst_group"] = z
         record.update(info, worst_group=z)
     strategy = make_strategy(st.strategy, seed=st.seed, round=st.r, **kwargs)
@@ -163,7 +173,7 @@ def _select_whole_pool(ctx, st: RoundState, strategy: Strategy) -> Selection:
     info: dict[str, Any] = {}
     policy = None
     if "policy" in strategy.requires:
-        policy, meta_seconds = _policy_for(ctx, strategy, meta, st.n_rounds)
+        policy, meta_seconds = _policy_for(ctx, strategy, meta, st.n_rounds, st.seed)
         if meta_seconds is not None:
             info["meta_train_seconds"] = meta_seconds
     view = PoolView(
@@ -181,10 +191,15 @@ def _select_whole_pool(ctx, st: RoundState, strategy: Strategy) -> Selection:
     return Selection(selected, counts, seconds, 1)
 
 
-def _policy_for(ctx, strategy: Strategy, meta: LabelledSet | None, n_rounds: int):
+def _policy_for(ctx, strategy: Strategy, meta: LabelledSet | None, n_rounds: int, seed: int):
     """PANDA: the meta-trained policy the strategy needs (Algorithm 1 on the data's meta split
     D), trained once per settings and cached in ``run_dir/panda/policy-<hash>`` (shared by the
-    job's campaigns and seeds); ``(None, None)`` when the strategy loads its own checkpoint."""
+    job's campaigns, and by its seeds unless ``dataset.per_seed``: then each campaign seed
+    meta-trains its own policy on its own D, with meta-training seed ``train.seed + seed``);
+    ``(None, None)`` when the strategy loads its own checkpoint. Ray Train workers:
+    ``params.workers``. Next to the policy: ``meta_training.csv`` (the per-step log) and
+    ``heldout.csv`` (policy vs random picks on held-out tasks of D,
+    :mod:`rayfal.acquisition.panda.diagnose`)."""
     from rayfal.acquisition.panda import load_policy, policy_dir_name, train_policy
 
     settings = strategy.meta_training_settings(ctx.cfg.al.query_size * max(1, n_rounds))
@@ -193,8 +208,27 @@ def _policy_for(ctx, strategy: Strategy, meta: LabelledSet | None, n_rounds: int
     if meta is None:
         raise ValueError(f"strategy '{strategy.name}' without a 'policy' checkpoint meta-trains "
                          "on the data's 'meta' split (dataset 'adult'); this data set has none")
+    key = dict(settings)
+    if getattr(ctx.cfg.dataset, "per_seed", False):
+        settings = {**settings, "seed": int(settings.get("seed", 0)) + int(seed)}
+        key = {**settings, "data_seed": int(ctx.cfg.dataset.seed)}
     t0 = time.perf_counter()
-    path = train_policy((meta.x, meta.y, meta.group), settings,
-                        ctx.run_dir / "panda" / policy_dir_name(settings), resume=True,
-                        num_workers=0, progress=False)
-    return load_policy(path)[0], time.perf_counter() - t0
+    out = ctx.run_dir / "panda" / policy_dir_name(key)
+    path = train_policy((meta.x, meta.y, meta.group), settings, out, resume=True,
+                        num_workers=int(getattr(strategy.params, "workers", 0)), progress=False)
+    policy = load_policy(path)[0]
+    heldout = out / "heldout.csv"
+    n_tasks = int(getattr(strategy.params, "heldout_tasks", 0))
+    if n_tasks and not heldout.is_file():
+        import pandas as pd
+
+        from rayfal.acquisition.panda import PandaSettings, as_metadata
+        from rayfal.acquisition.panda.diagnose import heldout_diagnostics
+
+        tr = ctx.cfg.training
+        rows = heldout_diagnostics(
+            policy, as_metadata((meta.x, meta.y, meta.group)), PandaSettings.from_dict(settings),
+            n_tasks=n_tasks, training={"lr": tr.lr, "batch_size": tr.batch_size,
+                                       "epochs": tr.epochs, "min_steps": tr.min_steps})
+        pd.DataFrame(rows).to_csv(heldout, index=False)
+    return policy, time.perf_counter() - t0

@@ -9,6 +9,7 @@
 * :mod:`~rayfal.acquisition.panda.train` — :func:`train_policy`, the Ray Train edge;
 * :mod:`~rayfal.acquisition.panda.strategy` — the ``panda`` whole-pool strategy (registered on
   import), :func:`policy_dir_name`;
+* :mod:`~rayfal.acquisition.panda.diagnose` — policy vs random picks on held-out tasks;
 * :mod:`~rayfal.acquisition.panda.cli_entry` — the body of ``rayfal panda-train``.
 """
 

@@ -56,19 +56,30 @@ Choices where the paper is open (documented here, parameters of :func:`meta_trai
   descent with the norm of ``grad chi~`` clipped to ``PROX_GRAD_NORM`` (10). At small Gumbel
   temperatures (the tune space reaches 1e-6) the relaxed top-B's gradient reaches 1e12, and
   one unclipped step of size ``prox_lr`` sent the temperature to inf (nan at step 1).
-* The constraint is checked on the soft disparity surrogate (the quantity that is minimised);
-  the hard disparity of the thresholded classifier is logged alongside.
+* The constraint is checked on the soft disparity surrogate (the quantity that is minimised)
+  unless ``sharpness`` is given: then on ``softmax(logits / sharpness)``, close to the hard
+  disparity of the thresholded classifier the test measures; the hard one is logged alongside.
 * Randomness of iteration ``k`` (task split, Gumbel noise) comes from a generator seeded by
   ``(seed, k)`` (:func:`task_generator`: ``(seed, k * tasks_per_step + j)`` for task ``j``),
   so a run resumed at ``start_step`` sees the same tasks as an uninterrupted one.
 * With the encoder frozen (``train_encoder=False``) its pool representation is computed once
   per task and shared by the forward step and every proximal iteration (exact, and it saves
   the ``O(N^2)`` attention pass ``prox_steps`` times).
-* The simulated learner starts every task from ``h^0 = 0``: the paper's ``h^0 = A(D^0)`` would
-  have been trained on ``V`` (a subset of D); :func:`simulate` accepts a warm start (``init``)
-  and separate classifier features (``classifier_x``, e.g. the frozen pretrained
-  representation of §4.2) for callers that want them. Features are used as given (§4.2
-  standardises them to mean 0, variance 1; do it before).
+* The simulated learner starts every task from ``h^0 = 0`` on the picks only unless
+  ``d0_size > 0``: then each task also draws a D0 of that many rows of D (disjoint from L and
+  V), ``h^0 = A(D^0)`` is the same learner fitted on D0 (no gradient), and the learner is
+  warm-started there and trained on D0 plus the picks, as the campaign's is. ``inner.optimizer
+  = "adam"`` unrolls full-batch Adam (the campaign's optimiser). :func:`simulate` also takes
+  separate classifier features (``classifier_x``, e.g. the frozen pretrained representation
+  of §4.2). Features are used as given (§4.2 standardises them; do it before).
+* ``temperature_final``: the Gumbel temperature is annealed geometrically from the policy's
+  initial value to this one over the steps (a pure function of the step, so resumable)
+  instead of being learned; the log's ``soft_hard_gap`` (hard-pick loss minus soft-pick loss
+  on the same logits and noise) measures what the relaxation costs at each temperature.
+* ``prox_weight``: the paper's ``eta^k`` (``None``) moves the policy by ~``lr * prox_lr *
+  ||grad chi||`` per proximal iteration, far less than the forward step on Adult (probe:
+  0.001 vs 0.04); a fixed weight scaled so that both steps are of the same size is the other
+  choice. The log's ``forward_moved`` and ``prox_moved`` show the two sizes per step.
 * Algorithm 1 picks one item per inner step (lines 10-12); with the classifier-agnostic policy
   of §3.3 the B picks are one (relaxed) Gumbel-top-B. ``inner.mode="sequential"`` then trains
   the learner pick by pick as in lines 10-12; ``"batch"`` (default) takes ``inner.steps``
@@ -128,6 +139,11 @@ __all__ = [
 
 
 INNER_MODES = ("batch", "sequential")
+#: ``gd``: plain gradient steps; ``adam``: full-batch Adam steps (the campaign's optimiser,
+#: ``torch.optim.Adam`` defaults), unrolled and differentiable.
+INNER_OPTIMIZERS = ("gd", "adam")
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
 
 
 @dataclass(frozen=True)
@@ -140,48 +156,84 @@ class InnerConfig:
     (softly) selected items (the B picks of the classifier-agnostic policy made at once, §3.3).
     ``mode="sequential"``: Algorithm 1, lines 10-12 literally: for each pick ``b = 1..B`` in
     order, ``steps`` gradient step(s) on that pick's loss ``l(y_j, h(x_j))`` (relaxed: the
-    loss averaged under the soft pick ``a_b``), ``B * steps`` unrolled steps in all."""
+    loss averaged under the soft pick ``a_b``), ``B * steps`` unrolled steps in all.
+    ``optimizer="adam"``: the steps are Adam steps (``torch.optim.Adam``'s update with its
+    default betas and eps, bias-corrected, unrolled: the campaign's optimiser, full batch)."""
 
     n_classes: int = 2
     steps: int = 5
     lr: float = 1.0
     l2: float = 0.0
     mode: str = "batch"
+    optimizer: str = "gd"
 
     def __post_init__(self) -> None:
         if self.mode not in INNER_MODES:
             raise ValueError(f"InnerConfig.mode must be one of {INNER_MODES}, got '{self.mode}'")
+        if self.optimizer not in INNER_OPTIMIZERS:
+            raise ValueError(f"InnerConfig.optimizer must be one of {INNER_OPTIMIZERS}, got "
+                             f"'{self.optimizer}'")
 
 
 def inner_fit(x: Tensor, y: Tensor, weights: Tensor, cfg: InnerConfig,
-              init: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+              init: tuple[Tensor, Tensor] | None = None,
+              extra: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Train the linear classifier on ``(x, y)`` with per-item ``weights``, unrolled
     (Algorithm 1, line 12): ``W <- W - lr (X^T (w * (P - Y)) / sum(w) + l2 W)``.
 
     ``weights`` ``[N]`` (batch mode: the soft or hard B-hot selection) or ``[B, N]`` (the
     picks in order, one row per pick: sequential mode takes ``cfg.steps`` steps per row, row
     by row; batch mode sums the rows). Differentiable w.r.t. ``weights`` (and ``x``). Returns
-    ``(W [d, C], b [C])``."""
+    ``(W [d, C], b [C])``.
+
+    ``extra = (x0, y0)``: rows always in the training set with weight 1 each (D0, the labels
+    available before the campaign; batch mode only): the loss is ``(sum_i w_i l_i + sum_D0
+    l) / (sum w + |D0|)``."""
     d = x.shape[-1]
     if init is None:
         w_ = torch.zeros(d, cfg.n_classes, dtype=x.dtype, device=x.device)
         b_ = torch.zeros(cfg.n_classes, dtype=x.dtype, device=x.device)
     else:
         w_, b_ = init
-    onehot = torch.nn.functional.one_hot(y.long(), cfg.n_classes).to(x.dtype)
     if cfg.mode == "sequential":
         if weights.ndim != 2:
             raise ValueError("sequential inner mode needs the picks in order, weights [B, N]")
+        if extra is not None:
+            raise ValueError("D0 rows (extra) are supported in the batch inner mode only")
         rows = list(weights)
     else:
         rows = [weights.sum(0) if weights.ndim == 2 else weights]
+    if extra is not None:
+        x = torch.cat([x, extra[0].to(x.dtype)])
+        y = torch.cat([y.long(), extra[1].long()])
+        ones = torch.ones(extra[0].shape[0], dtype=x.dtype, device=x.device)
+        rows = [torch.cat([rows[0], ones])]
+    onehot = torch.nn.functional.one_hot(y.long(), cfg.n_classes).to(x.dtype)
+    adam = cfg.optimizer == "adam"
+    if adam:
+        m_w, v_w = torch.zeros_like(w_), torch.zeros_like(w_)
+        m_b, v_b = torch.zeros_like(b_), torch.zeros_like(b_)
+        b1, b2 = ADAM_BETAS
+    t = 0
     for row in rows:
         row = row / row.sum().clamp_min(1e-12)
         for _ in range(cfg.steps):
             p = torch.softmax(x @ w_ + b_, dim=-1)
             r = (p - onehot) * row[:, None]
-            w_ = w_ - cfg.lr * (x.T @ r + cfg.l2 * w_)
-            b_ = b_ - cfg.lr * r.sum(0)
+            g_w = x.T @ r + cfg.l2 * w_
+            g_b = r.sum(0)
+            if not adam:
+                w_ = w_ - cfg.lr * g_w
+                b_ = b_ - cfg.lr * g_b
+                continue
+            t += 1
+            m_w, m_b = b1 * m_w + (1 - b1) * g_w, b1 * m_b + (1 - b1) * g_b
+            v_w, v_b = b2 * v_w + (1 - b2) * g_w**2, b2 * v_b + (1 - b2) * g_b**2
+            c1, c2 = 1 - b1**t, 1 - b2**t
+            # sqrt(v + eps^2) instead of sqrt(v) + eps: the same step to ~eps, and a finite
+            # derivative at v = 0 (the unrolled step is differentiated)
+            w_ = w_ - cfg.lr * (m_w / c1) / (torch.sqrt(v_w / c2 + ADAM_EPS**2) + ADAM_EPS)
+            b_ = b_ - cfg.lr * (m_b / c1) / (torch.sqrt(v_b / c2 + ADAM_EPS**2) + ADAM_EPS)
     return w_, b_
 
 
@@ -261,6 +313,8 @@ def simulate(
     weights: Tensor | None = None,
     classifier_x: tuple[Tensor, Tensor] | None = None,
     init: tuple[Tensor, Tensor] | None = None,
+    d0: tuple[Tensor, Tensor] | None = None,
+    sharpness: float | None = None,
 ) -> SimResult:
     """ACTIVELEARNSIM(A, D, L, pi) (Algorithm 1, lines 8-15) + the outer quantities of Eq. 3/4.
 
@@ -273,6 +327,12 @@ def simulate(
     mean validation cross-entropy and the soft disparity ``DISPARITIES[disparity]`` on ``V``.
     ``classifier_x`` optionally gives the classifier different features for ``(pool, val)``
     than the policy's (e.g. a frozen pretrained representation, §4.2).
+
+    ``init`` warm-starts the learner (``h^0 = A(D^0)``); ``d0 = (x0, y0)`` (classifier features
+    and labels of D0) keeps D0 in the learner's training set (:func:`inner_fit` ``extra``).
+    ``sharpness``: the disparity is computed on ``softmax(logits / sharpness)`` instead of the
+    probability (a sharpened surrogate of the hard ``1[h(x) > 1/2]`` disparity; ``None`` = the
+    probability, Table 1's soft form).
     """
     if weights is None:
         if policy is None:
@@ -284,13 +344,14 @@ def simulate(
         raise ValueError("the sequential inner mode needs the picks in order: weights [B, N] "
                          "(hard_picks(indices, N))")
     cx_pool, cx_val = classifier_x if classifier_x is not None else (pool_x, val_x)
-    w_, b_ = inner_fit(cx_pool, pool_y, weights, inner, init)
+    w_, b_ = inner_fit(cx_pool, pool_y, weights, inner, init, extra=d0)
     if weights.ndim == 2:
         weights = weights.sum(0)
     logits_v = cx_val @ w_ + b_
     loss = torch.nn.functional.cross_entropy(logits_v, val_y.long())
     p_val = torch.softmax(logits_v, dim=-1)[:, 1]
-    disp = DISPARITIES[disparity](p_val, val_groups, val_y)
+    p_disp = p_val if sharpness is None else torch.softmax(logits_v / sharpness, dim=-1)[:, 1]
+    disp = DISPARITIES[disparity](p_disp, val_groups, val_y)
     return SimResult(loss, disp, weights, (w_, b_), p_val)
 
 
@@ -498,6 +559,15 @@ def fbs_prox_step(
             "moved": moved}
 
 
+def _f_score(p_val: Tensor, y: Tensor) -> float:
+    """F1 of the positive class of ``1[p_val > 1/2]`` against ``y`` (0 when nothing is
+    predicted or present positive)."""
+    pred = p_val > 0.5
+    tp = float((pred & (y == 1)).sum())
+    denom = float(pred.sum() + (y == 1).sum())
+    return 2 * tp / denom if denom else 0.0
+
+
 def task_generator(seed: int, step: int, task: int, tasks_per_step: int) -> torch.Generator:
     """The generator of task ``task`` of meta-iteration ``step`` (``step_generator`` of the
     global task index ``step * tasks_per_step + task``; with one task per step it is
@@ -532,6 +602,9 @@ def meta_train(
     checkpoint_every: int = 50,
     on_step: Callable[[dict], None] | None = None,
     start_step: int = 0,
+    d0_size: int = 0,
+    temperature_final: float | None = None,
+    sharpness: float | None = None,
 ) -> list[dict[str, float]]:
     """Algorithm 1 of PANDA on D0 = ``data`` for iterations ``start_step .. steps - 1``.
 
@@ -553,6 +626,19 @@ def meta_train(
     ``start_step``. Returns one record per iteration: ``step``, ``loss`` (task mean, before the
     update), ``disparity`` (soft, task mean) and ``disparity_hard`` (thresholded classifier,
     :mod:`rayfal.fairness.metrics`, task mean), prox diagnostics and ``temperature``.
+
+    Learner and constraint (module docstring, "learning" options): ``d0_size > 0`` draws a D0
+    of that many rows of D per task (disjoint from L and V); the simulated learner starts at
+    ``h^0 = A(D^0)`` (``inner`` from zero on D0, no gradient) and trains on D0 plus the picks.
+    ``temperature_final``: the Gumbel temperature is annealed geometrically from the policy's
+    ``init_temperature`` (step 1) to ``temperature_final`` (step ``steps``) instead of being
+    learned. ``sharpness``: the constraint is computed and checked on the sharpened
+    disparity (:func:`simulate`). Every record also has per-step diagnostics on the same tasks,
+    without gradients: the hard Gumbel-top-B picks of the same logits and noise
+    (``loss_hard_picks``, ``disparity_hard_picks`` of the thresholded classifier,
+    ``f_hard_picks``), B uniformly random picks (``loss_random``, ``disparity_random``,
+    ``f_random``), ``soft_hard_gap = loss_hard_picks - loss`` and the forward step's size
+    ``forward_moved`` (``||theta_hat^{k+1} - theta^k||``).
     """
     if disparity not in DISPARITIES:
         raise ValueError(f"unknown disparity '{disparity}'; known: {', '.join(DISPARITIES)}")
@@ -564,6 +650,16 @@ def meta_train(
     if world_size > 1 and allreduce is None:
         raise ValueError("world_size > 1 needs an allreduce function")
     params = [*policy.parameters()] if train_encoder else policy.head_parameters()
+    anneal = temperature_final is not None
+    if anneal:
+        if temperature_final <= 0:
+            raise ValueError(f"temperature_final must be > 0, got {temperature_final}")
+        params = [p for p in params if p is not policy.log_temperature]
+        log_t0 = math.log(float(policy.config["init_temperature"]))
+        log_t1 = math.log(float(temperature_final))
+    if d0_size < 0 or pool_size + val_size + d0_size > len(data):
+        raise ValueError(f"cannot split {len(data)} items into pool {pool_size} + validation "
+                         f"{val_size} + D0 {d0_size}")
     if not train_encoder:
         for p in policy.encoder_parameters():
             p.requires_grad_(False)
@@ -583,12 +679,28 @@ def meta_train(
     policy.train()
     try:
         for k in iterator:
+            if anneal:
+                frac = k / max(1, steps - 1)
+                with torch.no_grad():
+                    policy.log_temperature.fill_(log_t0 + frac * (log_t1 - log_t0))
             tasks = []
             for j in range(rank, tasks_per_step, world_size):  # line 3: reshuffle D into (L, V)
                 gen = task_generator(seed, k, j, tasks_per_step)
-                li, vi = sample_task(len(data), pool_size, val_size, gen)
+                if d0_size:  # the same L, V as sample_task (same permutation), then D0
+                    perm = torch.randperm(len(data), generator=gen)
+                    li, vi = perm[:pool_size], perm[pool_size:pool_size + val_size]
+                    di = perm[pool_size + val_size:pool_size + val_size + d0_size]
+                else:
+                    li, vi = sample_task(len(data), pool_size, val_size, gen)
                 noise = gumbel_noise((pool_size,), generator=gen, dtype=data.x.dtype).to(device)
+                rand_idx = torch.randperm(pool_size, generator=gen)[:budget].to(device)
                 px = data.x[li]
+                d0 = h0 = None
+                if d0_size:
+                    d0 = (data.x[di], data.y[di])
+                    with torch.no_grad():  # h^0 = A(D^0): the same learner, from zero, on D0
+                        h0 = inner_fit(d0[0], d0[1], torch.ones(d0_size, dtype=data.x.dtype,
+                                                                device=device), inner)
                 # frozen encoder: its pool representation is the same for the forward step and
                 # every proximal iteration, so compute it once (exact; saves the O(N^2) pass)
                 enc = None
@@ -596,26 +708,47 @@ def meta_train(
                     with torch.no_grad():
                         enc = policy.encode(px)
                 tasks.append((px, data.y[li], data.x[vi], data.y[vi], data.group[vi], noise,
-                              enc))
+                              enc, d0, h0, rand_idx))
 
-            def run(task):
-                px, py, vx, vy, vg, noise, enc = task
+            def run(task, weights=None):
+                px, py, vx, vy, vg, noise, enc, d0, h0, _ = task
+                kw = {"inner": inner, "disparity": disparity, "init": h0, "d0": d0,
+                      "sharpness": sharpness}
+                if weights is not None:
+                    return simulate(None, px, py, vx, vy, vg, budget, weights=weights, **kw)
                 if enc is None:
-                    return simulate(policy, px, py, vx, vy, vg, budget, inner=inner,
-                                    disparity=disparity, noise=noise)
+                    return simulate(policy, px, py, vx, vy, vg, budget, noise=noise, **kw)
                 logits = policy.score(enc).squeeze(-1)
                 picks = relaxed_top_b_picks(logits, budget, policy.temperature, noise=noise)
-                return simulate(None, px, py, vx, vy, vg, budget, inner=inner,
-                                disparity=disparity, weights=picks)
+                return simulate(None, px, py, vx, vy, vg, budget, weights=picks, **kw)
+
+            def b_hot(idx: Tensor, n: int) -> Tensor:
+                w = torch.zeros(n, dtype=data.x.dtype, device=device)
+                w[idx] = 1.0
+                return w
 
             # line 4: forward (gradient) step on the validation loss, mean over the tasks
             sims = [run(t) for t in tasks]
+            with torch.no_grad():  # the hard Gumbel-top-B of the same logits and noise
+                hard_idx = [torch.topk((policy(t[0]) if t[6] is None else
+                                        policy.score(t[6]).squeeze(-1)) + t[5], budget).indices
+                            for t in tasks]
             loss = torch.stack([s.loss for s in sims]).sum() / tasks_per_step
             grads = _grads(loss, params, allreduce)
+            before = _flat(params)
             opt.zero_grad(set_to_none=False)
             for p, g in zip(params, grads, strict=True):
                 p.grad = g
             opt.step()
+            forward_moved = float((_flat(params) - before).norm())
+            # diagnostics (no gradient): hard Gumbel-top-B picks of the same logits and noise
+            # (before the update, like the soft picks) and uniformly random picks
+            with torch.no_grad():
+                diag = []
+                for hi, t in zip(hard_idx, tasks, strict=True):
+                    hp = run(t, b_hot(hi, pool_size))
+                    rp = run(t, b_hot(t[9], pool_size))
+                    diag.append((hp, rp))
             # line 5: backward (proximal) step on the smoothed indicator of the constraint
             eta = opt.param_groups[0]["lr"] if prox_weight is None else prox_weight
             prox = fbs_prox_step(
@@ -624,17 +757,30 @@ def meta_train(
                 allreduce=allreduce,
             )
             with torch.no_grad():
-                hard = [hard_metric((s.p_val > 0.5).long().cpu().numpy(), t[3].cpu().numpy(),
-                                    t[4].cpu().numpy()) for s, t in zip(sims, tasks, strict=True)]
-                sums = torch.tensor([float(loss.detach()) * tasks_per_step,
-                                     sum(float(s.disparity) for s in sims), sum(hard)],
-                                    dtype=torch.float64)
+                def hard_disp(sim: SimResult, t) -> float:
+                    return float(hard_metric((sim.p_val > 0.5).long().cpu().numpy(),
+                                             t[3].cpu().numpy(), t[4].cpu().numpy()))
+
+                vals = [[float(s_.loss), float(s_.disparity),
+                         hard_disp(s_, t), float(hp.loss), hard_disp(hp, t),
+                         _f_score(hp.p_val, t[3]), float(rp.loss), hard_disp(rp, t),
+                         _f_score(rp.p_val, t[3])]
+                        for s_, t, (hp, rp) in zip(sims, tasks, diag, strict=True)]
+                sums = torch.tensor(vals, dtype=torch.float64).sum(0)
                 sums = _reduce(sums, "sum", allreduce) / tasks_per_step
             record = {
                 "step": k + 1,
                 "loss": float(sums[0]),
                 "disparity": float(sums[1]),
                 "disparity_hard": float(sums[2]),
+                "loss_hard_picks": float(sums[3]),
+                "disparity_hard_picks": float(sums[4]),
+                "f_hard_picks": float(sums[5]),
+                "loss_random": float(sums[6]),
+                "disparity_random": float(sums[7]),
+                "f_random": float(sums[8]),
+                "soft_hard_gap": float(sums[3] - sums[0]),
+                "forward_moved": forward_moved,
                 "prox_initial": prox["initial"],
                 "prox_final": prox["final"],
                 "prox_steps": prox["steps"],

@@ -41,8 +41,15 @@ class PandaSettings(BaseModel):
     learner A (lines 8-15): ``inner_steps`` gradient steps of size ``inner_lr`` (L2
     ``inner_l2``) of a linear classifier, on all B picks at once (``inner_mode="batch"``) or
     per pick as in lines 10-12 (``"sequential"``, B times longer), see
-    :class:`~rayfal.acquisition.panda.meta.InnerConfig`. ``train_encoder``: meta-train every
-    parameter instead of the final layer + temperature (§3.3).
+    :class:`~rayfal.acquisition.panda.meta.InnerConfig`; ``inner_optimizer``: ``gd`` or
+    ``adam`` (unrolled full-batch Adam, the campaign's optimiser). ``train_encoder``:
+    meta-train every parameter instead of the final layer + temperature (§3.3).
+    ``d0_size``: per task a D0 of that many rows of D; the simulated learner starts at
+    ``h^0 = A(D^0)`` and trains on D0 plus the picks (0 = from zero on the picks only).
+    ``temperature_final``: anneal the Gumbel temperature geometrically from
+    ``init_temperature`` to this value over the steps instead of learning it.
+    ``sharpness``: compute and check the constraint on ``softmax(logits / sharpness)``
+    (close to the hard disparity for small values; ``None`` = the probability).
 
     Bookkeeping (may change between a run and its resume): ``steps``, ``checkpoint_every``,
     ``report_every``, ``keep_checkpoints`` (0 = keep all), ``threads`` (torch threads per
@@ -76,6 +83,10 @@ class PandaSettings(BaseModel):
     inner_lr: float = Field(1.0, gt=0)
     inner_l2: float = Field(0.0, ge=0)
     inner_mode: Literal["batch", "sequential"] = "batch"
+    inner_optimizer: Literal["gd", "adam"] = "gd"
+    d0_size: int = Field(0, ge=0)
+    temperature_final: float | None = Field(None, gt=0)
+    sharpness: float | None = Field(None, gt=0)
     train_encoder: bool = False
     seed: int = Field(0, ge=0)
     checkpoint_every: int = Field(50, ge=1)
@@ -100,7 +111,8 @@ class PandaSettings(BaseModel):
         "n_layers", "d_model", "n_heads", "dim_feedforward", "init_temperature",
         "pretrain_steps", "pretrain_set_size", "pretrain_lr", "steps", "lr", "tasks_per_step",
         "pool_size", "val_size", "budget", "rho", "prox_steps", "prox_lr", "prox_weight",
-        "inner_steps", "inner_lr", "inner_l2", "seed", "checkpoint_every", "report_every",
+        "inner_steps", "inner_lr", "inner_l2", "d0_size", "temperature_final", "sharpness",
+        "seed", "checkpoint_every", "report_every",
         "keep_checkpoints", "threads", mode="before")
     @classmethod
     def _a_number(cls, value: Any) -> Any:
@@ -113,6 +125,9 @@ class PandaSettings(BaseModel):
         if self.budget > self.pool_size:
             raise ValueError(f"budget ({self.budget}) must be in 1..pool_size "
                              f"({self.pool_size})")
+        if self.d0_size and self.inner_mode == "sequential":
+            raise ValueError("d0_size > 0 (D0 in the simulated learner's training set) needs "
+                             "inner_mode 'batch'")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads "
                              f"({self.n_heads})")
@@ -141,7 +156,8 @@ class PandaSettings(BaseModel):
 
     def inner(self) -> InnerConfig:
         return InnerConfig(n_classes=2, steps=self.inner_steps, lr=self.inner_lr,
-                           l2=self.inner_l2, mode=self.inner_mode)
+                           l2=self.inner_l2, mode=self.inner_mode,
+                           optimizer=self.inner_optimizer)
 
 
 def settings_error_lines(exc: ValidationError, prefix: str = "") -> str:

@@ -62,12 +62,17 @@ class PandaParams(StrategyParams):
     by the policy (attention is ``O(N^2)``; ``null`` = all). ``gumbel``: rank by a seeded
     Gumbel-top-N sample (what the policy was meta-trained to produce), else by the logits.
     ``train``: :class:`~rayfal.acquisition.panda.settings.PandaSettings` fields over
-    :data:`PANDA_DEFAULTS` (used only when ``policy`` is null)."""
+    :data:`PANDA_DEFAULTS` (used only when ``policy`` is null). ``workers``: Ray Train
+    workers of meta-training (0 = in the driver process; ``<= train.tasks_per_step``).
+    ``heldout_tasks``: after meta-training, compare the policy's picks with random picks on
+    that many held-out tasks of D (``heldout.csv`` next to the policy; 0 = skip)."""
 
     policy: str | None = Field(None, min_length=1)
     subsample: int | None = Field(2000, ge=1)
     gumbel: bool = True
     train: dict[str, Any] = Field(default_factory=dict)
+    workers: int = Field(0, ge=0)
+    heldout_tasks: int = Field(0, ge=0)
 
     @field_validator("subsample", mode="before")
     @classmethod

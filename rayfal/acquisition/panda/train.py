@@ -59,7 +59,30 @@ from rayfal.acquisition.panda.meta import (
 from rayfal.acquisition.panda.policy import PandaPolicy
 from rayfal.acquisition.panda.settings import PandaSettings
 
-__all__ = ["build_policy", "train_loop_per_worker", "train_policy"]
+__all__ = ["METRICS_CSV", "build_policy", "train_loop_per_worker", "train_policy",
+           "write_metrics_csv"]
+
+
+#: the meta-training log as a table (one row per meta-step), written next to ``metrics.jsonl``
+METRICS_CSV = "meta_training.csv"
+
+
+def write_metrics_csv(out_dir: str | Path) -> Path | None:
+    """``out_dir/metrics.jsonl`` as ``out_dir/meta_training.csv`` (columns: the union of the
+    records' keys, first-seen order); ``None`` when there is no log."""
+    import csv
+
+    src = Path(out_dir) / METRICS
+    if not src.is_file():
+        return None
+    records = [json.loads(ln) for ln in src.read_text().splitlines() if ln.strip()]
+    cols = list(dict.fromkeys(k for r in records for k in r))
+    dst = Path(out_dir) / METRICS_CSV
+    with dst.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols)
+        w.writeheader()
+        w.writerows(records)
+    return dst
 
 
 def build_policy(settings: PandaSettings, in_dim: int, device: torch.device | str = "cpu"
@@ -178,6 +201,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             allreduce=_torch_allreduce if world > 1 else None, optimizer=opt,
             progress=config["progress_bar"] and rank == 0, checkpoint_fn=checkpoint,
             checkpoint_every=settings.checkpoint_every, on_step=on_step, start_step=step,
+            d0_size=settings.d0_size, temperature_final=settings.temperature_final,
+            sharpness=settings.sharpness,
         )
 
 
@@ -279,6 +304,7 @@ def train_policy(
     if getattr(result, "error", None) is not None:
         raise RuntimeError(f"PANDA meta-training failed: {result.error}") from result.error
     shutil.rmtree(storage, ignore_errors=True)
+    write_metrics_csv(out_dir)
     last = latest_checkpoint(out_dir)
     if last is None or check_resumable(last, settings, fingerprint) != settings.steps:
         raise RuntimeError(f"PANDA meta-training ended without a checkpoint at step "
