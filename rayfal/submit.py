@@ -444,19 +444,32 @@ def _retry(fn, attempts: int = 5, wait_s: float = 2.0):
             time.sleep(wait_s)
 
 
+def _job_call(c, job_id: str, fn: Callable):
+    """:func:`_call` for a call about one job: an unknown id (Ray's client raises a bare
+    ``RuntimeError`` for the HTTP 404) becomes a ``ValueError`` naming the id, which the CLI
+    prints as one line instead of a traceback."""
+    try:
+        return _call(c, fn)
+    except RuntimeError as exc:
+        if "status code 404" in str(exc):
+            raise ValueError(f"no job {job_id!r} on this cluster (the Jobs API answered 404; "
+                             "see the ids with `ray job list`)") from None
+        raise
+
+
 def status(address: str, job_id: str, *, token_for: str | None = None) -> str:
     c = client(address, token_for=token_for)
-    return str(_retry(lambda: _call(c, lambda: c.get_job_status(job_id).value)))
+    return str(_retry(lambda: _job_call(c, job_id, lambda: c.get_job_status(job_id).value)))
 
 
 def logs(address: str, job_id: str, *, token_for: str | None = None) -> str:
     c = client(address, token_for=token_for)
-    return _retry(lambda: _call(c, lambda: c.get_job_logs(job_id)))
+    return _retry(lambda: _job_call(c, job_id, lambda: c.get_job_logs(job_id)))
 
 
 def stop(address: str, job_id: str, *, token_for: str | None = None) -> bool:
     c = client(address, token_for=token_for)
-    return _call(c, lambda: c.stop_job(job_id))
+    return _job_call(c, job_id, lambda: c.stop_job(job_id))
 
 
 def _write(chunk: str) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import SHARED_DATA
 
 from rayfal.config import DatasetConfig
 from rayfal.data.sources.adult import (
@@ -21,8 +21,8 @@ from rayfal.data.sources.adult import (
     read_categories,
 )
 
-SRC = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "adult"
-needs_data = pytest.mark.skipif(not (SRC / "adult.data").is_file(), reason="no Adult files")
+SRC = SHARED_DATA / "adult"
+needs_data = pytest.mark.needs_data("adult/adult.data", "adult/adult.test", "adult/adult.names")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """A real two-node Ray cluster on this machine (head + worker as separate `ray start` processes
-on loopback): submit a tiny campaign through the Jobs API and check from the run records that
-the DDP training workers and the scoring actors ran on both nodes.
+on loopback): submit a tiny campaign with the ``rayfal submit`` command, follow it with
+``rayfal status`` / ``rayfal logs``, check from the run records that the DDP training workers
+and the scoring actors ran on both nodes, and stop a second submission with ``rayfal stop``.
 
 Token authentication follows Ray's guide for self-managed clusters: one token is generated with
 ``ray get-auth-token --generate`` (into a temporary HOME, never the developer's ~/.ray), and the
@@ -12,7 +13,8 @@ log is followed through the Jobs API's websocket (``submit.follow``).
 Each node offers one unit of a custom resource ``rayfal_scorer`` and the job asks every scoring
 actor for one (``scoring.actor_resources``), so the 2-actor pool has one actor per node; with
 ``actor_locality: false`` and a pool of 8 shards read as 8 blocks (1 MiB Parquet read bins,
-``RAY_DATA_PARQUET_BIN_PACKING_BYTES``) both actors get batches, and ``score_nodes`` counts the
+``RAY_DATA_PARQUET_BIN_PACKING_BYTES``, set in the nodes' environment as an operator would: the
+CLI passes no per-job environment) both actors get batches, and ``score_nodes`` counts the
 distinct nodes of the actors whose batches came back.
 """
 
@@ -38,8 +40,9 @@ from rayfal import submit
 ROOT = Path(__file__).resolve().parents[1]
 # Two extra raylets, a dashboard, a 2-worker DDP job (2 rounds) and 2 scoring actors: 8 min 43 s
 # (run 2026-11-23, load average 30-60 on the 2 cores; training 89 + 70 s, scoring 193 s, most of
-# it actor start-up), far over the 2.5 min a test in `make test` may take, so it stays opt-in:
-# `make test-cluster`, or RAYFAL_CLUSTER_TESTS=1.
+# it actor start-up). It needs RAYFAL_CLUSTER_TESTS=1: `make test` sets it and runs this file in
+# its own pytest process after the rest of the suite (so the suite's local Ray is gone); `make
+# test-cluster` runs it alone. A plain `pytest` run skips it.
 cluster_test = pytest.mark.skipif(
     os.environ.get("RAYFAL_CLUSTER_TESTS") != "1",
     reason="two-node cluster test: set RAYFAL_CLUSTER_TESTS=1 (make test-cluster)",
@@ -128,7 +131,11 @@ def two_nodes(tmp_path_factory, token_file):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_ADDRESS")}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file),
                PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-               RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.5", PYTHONUNBUFFERED="1")
+               RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.5", PYTHONUNBUFFERED="1",
+               # Ray Data's Parquet reader packs up to 128 MiB of row groups into one read task,
+               # so the test's 12 MB pool would be one block for one actor; 1 MiB bins = one read
+               # per shard (the job drivers inherit the nodes' environment)
+               RAY_DATA_PARQUET_BIN_PACKING_BYTES=str(1 << 20))
     port, dash = _free_port(), _free_port()
     procs = [_start(["--head", f"--port={port}", "--dashboard-host=127.0.0.1",
                      f"--dashboard-port={dash}", "--include-dashboard=true",
@@ -170,6 +177,19 @@ def two_nodes(tmp_path_factory, token_file):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def _rayfal(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The ``rayfal`` command of this venv, run from the repository root (the job's working
+    dir); the token reaches it as it reaches any client: ``RAY_AUTH_TOKEN_PATH``."""
+    rayfal = str(Path(sys.executable).with_name("rayfal"))
+    return subprocess.run([rayfal, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _ok(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 0, (proc.args, proc.stdout[-3000:], proc.stderr[-3000:])
+    return proc.stdout
+
+
 def test_actor_resources_reach_map_batches() -> None:
     """``scoring.actor_resources`` is validated and passed as Ray Data's named ``resources``
     (not the deprecated ``ray_remote_args``); SPREAD, Ray Data's default, is not passed."""
@@ -203,28 +223,30 @@ def test_submitted_campaign_runs_on_both_nodes(two_nodes, tmp_path, monkeypatch,
     monkeypatch.delenv("RAY_AUTH_TOKEN")
     run_dir = tmp_path / "run"
     t0 = time.time()
-    job_id = submit.submit(
-        "jobs/tiny.yaml", two_nodes, run_dir=run_dir.as_uri(),
-        overrides=["training.num_workers=2", "training.cpus_per_worker=2",
-                   "training.placement_strategy=STRICT_SPREAD",
-                   # 8 shards of 500 rows (~1.5 MB each) = 8 read blocks for the 2 actors
-                   "dataset.n_pool=4000", "dataset.shard_rows=500",
-                   "scoring.compute=actors", "scoring.actors=2", "scoring.cpus_per_actor=1",
-                   f"scoring.actor_resources={{{SCORER}: 1}}", "scoring.actor_locality=false",
-                   "scoring.batch_size=100", "al.rounds=1", "campaigns=[{strategy: bald}]"],
-        # Ray Data's Parquet reader packs up to 128 MiB of row groups into one read task, so
-        # this 12 MB pool would be one block for one actor; 1 MiB bins = one read per shard
-        env={"RAY_DATA_PARQUET_BIN_PACKING_BYTES": str(1 << 20)},
-    )
-    streamed: list[str] = []
-    st = submit.follow(two_nodes, job_id, echo=streamed.append, timeout_s=1200)
-    log = submit.logs(two_nodes, job_id)
-    assert st == "SUCCEEDED", log[-4000:]
-    print(f"job {job_id}: {time.time() - t0:.0f} s from submission, "
-          f"{len(streamed)} streamed log chunks")
+    overrides = ["training.num_workers=2", "training.cpus_per_worker=2",
+                 "training.placement_strategy=STRICT_SPREAD",
+                 # 8 shards of 500 rows (~1.5 MB each) = 8 read blocks for the 2 actors
+                 "dataset.n_pool=4000", "dataset.shard_rows=500",
+                 "scoring.compute=actors", "scoring.actors=2", "scoring.cpus_per_actor=1",
+                 f"scoring.actor_resources={{{SCORER}: 1}}", "scoring.actor_locality=false",
+                 "scoring.batch_size=100", "al.rounds=1", "campaigns=[{strategy: bald}]"]
+    sets = [a for o in overrides for a in ("--set", o)]
+    job_id = "rayfal-cli-test"
+    out = _ok(_rayfal("submit", "jobs/tiny.yaml", "--address", two_nodes,
+                      "--run-dir", run_dir.as_uri(), "--submission-id", job_id, *sets))
+    assert out.strip() == f"submitted jobs/tiny.yaml as {job_id} to {two_nodes}"
+    assert _ok(_rayfal("status", job_id, "--address", two_nodes)).strip() in (
+        "PENDING", "RUNNING", "SUCCEEDED")
+    # `rayfal logs --follow` streams the log (Jobs API websocket) until the job ends
+    streamed = _ok(_rayfal("logs", job_id, "--address", two_nodes, "--follow", timeout=1500))
+    assert streamed.rstrip().endswith(f"{job_id}: SUCCEEDED"), streamed[-4000:]
+    assert _ok(_rayfal("status", job_id, "--address", two_nodes)).strip() == "SUCCEEDED"
+    log = _ok(_rayfal("logs", job_id, "--address", two_nodes))
+    print(f"job {job_id}: {time.time() - t0:.0f} s from submission")
     assert "Predictive parity" in log  # the Table-1 style summary was printed
-    assert "Predictive parity" in "".join(streamed)  # ... and arrived through the stream
-    assert token_file.read_text().strip() not in log
+    assert "Predictive parity" in streamed  # ... and arrived through the stream
+    token = token_file.read_text().strip()
+    assert token not in log and token not in streamed
     rounds = pd.read_csv(run_dir / "rounds.csv")
     assert list(rounds["round"]) == [0, 1]
     assert (rounds["train_workers"] == 2).all() and (rounds["train_nodes"] == 2).all()
@@ -233,4 +255,20 @@ def test_submitted_campaign_runs_on_both_nodes(two_nodes, tmp_path, monkeypatch,
     scored = rounds[rounds["n_queried"] > 0]
     assert len(scored) == 1
     assert (scored["score_nodes"] == 2).all(), scored[["round", "score_nodes"]]
-    assert submit.stop(two_nodes, job_id) is False  # already finished
+    assert _ok(_rayfal("stop", job_id, "--address", two_nodes)).strip() == "not running"
+
+    # `rayfal stop` on a job that has not finished: it ends STOPPED, before any round
+    other = "rayfal-cli-stop"
+    _ok(_rayfal("submit", "jobs/tiny.yaml", "--address", two_nodes, "--run-dir",
+                (tmp_path / "stopped").as_uri(), "--submission-id", other))
+    assert _ok(_rayfal("stop", other, "--address", two_nodes)).strip() == "stopped"
+    deadline = time.time() + 300
+    while (state := _ok(_rayfal("status", other, "--address", two_nodes)).strip()) != "STOPPED":
+        assert state in ("PENDING", "RUNNING", "STOPPED"), state
+        assert time.time() < deadline, f"{other} still {state} 300 s after `rayfal stop`"
+        time.sleep(2)
+    assert not (tmp_path / "stopped" / "rounds.csv").exists()
+    # an unknown id: the command fails with one line naming it, not a traceback
+    bad = _rayfal("status", "no-such-job", "--address", two_nodes)
+    assert bad.returncode == 2 and "no job 'no-such-job'" in bad.stderr, bad.stderr[-2000:]
+    assert "Traceback" not in bad.stderr

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 from rayfal.acquisition.fairal import (
     LogisticHead,
@@ -494,10 +494,10 @@ def test_faithful_strategy_on_a_pool(tmp_path) -> None:
 
 # ----------------------------------------------------------------------------- faithful on Adult
 
-ADULT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "adult"
+ADULT = SHARED_DATA / "adult"
 
 
-@pytest.mark.skipif(not (ADULT / "adult.data").is_file(), reason="no Adult files")
+@pytest.mark.needs_data("adult/adult.data", "adult/adult.names")
 @pytest.mark.timeout(60)
 def test_faithful_fast_ranking_agrees_with_sklearn_on_adult() -> None:
     """The faithful mode's defaults on a small Adult sample (rayfal's encoding and split; the

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 from rayfal.acquisition import (
     STRATEGIES,
@@ -364,11 +365,11 @@ def test_panda_one_shot_ranking_is_split_over_rounds(tiny, tmp_path) -> None:
 # ------------------------------------------------------------------ campaign, end to end
 
 
-ADULT_SRC = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "adult"
+ADULT_SRC = SHARED_DATA / "adult"
 
 
 @pytest.mark.ray
-@pytest.mark.skipif(not (ADULT_SRC / "adult.data").is_file(), reason=f"no {ADULT_SRC}")
+@pytest.mark.needs_data("adult/adult.data", "adult/adult.test", "adult/adult.names")
 def test_whole_pool_campaigns_end_to_end_on_adult(ray_session, tmp_path) -> None:
     """Every whole-pool strategy (and the fairlearn training mode) runs through the campaign
     layer on Adult: D0 rows are labelled at round 0, one query round, the records carry

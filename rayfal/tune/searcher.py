@@ -148,13 +148,19 @@ class RayfalOptunaSearch(Searcher):
         return self._space(self._trials[trial_id])
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if len(self._spec_metrics) > 1 or trial_id in self._done or trial_id not in self._trials:
+        if trial_id in self._done or trial_id not in self._trials:
+            return
+        self._report(trial_id, result)
+
+    def _report(self, trial_id: str, result: dict) -> None:
+        """The round's objective as the Optuna trial's intermediate value (one objective)."""
+        if len(self._spec_metrics) > 1:
             return  # Optuna keeps intermediate values of single-objective studies only
         value = result.get(self._spec_metrics[0])
         step = result.get("training_iteration", result.get("rounds_done"))
         if value is None or step is None or not math.isfinite(float(value)):
             return
-        try:
+        try:  # (a step reported twice: Optuna keeps the first and warns)
             self._trials[trial_id].report(float(value), int(step))
         except Exception as exc:  # never let bookkeeping stop the search
             log.warning("optuna report for %s failed: %s", trial_id, exc)
@@ -183,6 +189,10 @@ class RayfalOptunaSearch(Searcher):
                 state = TrialState.FAIL
             elif rounds < self._max_rounds:
                 state = TrialState.PRUNED  # stopped early by the scheduler
+                # Tune hands the result that made the scheduler stop the trial to
+                # on_trial_complete only (not on_trial_result): report it, or the pruned
+                # trial's value (its last intermediate one) would be the round before
+                self._report(trial_id, result)
             else:
                 value = [float(v) for v in values] if len(values) > 1 else float(values[0])
         else:
