@@ -63,7 +63,8 @@ def edit(**changes) -> Callable[[dict, Path], dict]:
 # (id, edit of the job file, --set overrides, fragment the error line must contain)
 CASES = [
     ("unknown_dataset", edit(**{"dataset.name": "glyph"}), [],
-     "dataset.name: 'glyph' — unknown; allowed: adult, colored_mnist, glyphs, parquet"),
+     "dataset.name: 'glyph' — unknown; allowed: adult, colored_mnist, glyphs, image_files, "
+     "parquet"),
     ("unknown_strategy", edit(**{"campaigns.1.strategy": "bladd"}), [],
      "campaigns[1].strategy: 'bladd' — unknown; allowed:"),
     ("unknown_mode", edit(**{"training.mode": "tradez"}), [], "training.mode: 'tradez'"),

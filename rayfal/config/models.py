@@ -243,9 +243,43 @@ class ColoredMnistDataset(DatasetConfig):
         return self
 
 
+class ImageFilesDataset(DatasetConfig):
+    """Image files by path or URI (local, ``file://``, ``s3://``, ``gs://``): pool and test set
+    are Parquet indexes with a ``uri`` column (``rayfal data index-images``), decoded batch by
+    batch where they are scored and trained on (rayfal/data/images.py): Pillow decode, RGB or
+    greyscale, resize to cover ``image_size`` and crop the centre, pixels in [0, 1]."""
+
+    name: Literal["image_files"] = "image_files"
+    pool: str = Field(description="the pool index: a glob, a directory or a file of Parquet "
+                                  "shards with a 'uri' column")
+    test: str = Field(description="the labelled test set's index (same layout)")
+    image_size: int | None = Field(None, ge=8, le=4096,
+                                   description="side of the decoded square image in pixels "
+                                               "(null: the index's, set by index-images)")
+    channels: Literal[1, 3] = Field(3, description="3 (RGB) or 1 (greyscale)")
+    on_error: Literal["fail", "skip"] = Field(
+        "fail", description="an unlabelled pool file that cannot be read or decoded while "
+                            "scoring: fail (error naming row_id and path) or skip (not scored, "
+                            "reported with row_id and path); labelled and test rows always fail")
+
+    @model_validator(mode="after")
+    def _files_exist(self, info: ValidationInfo) -> ImageFilesDataset:
+        if _check_files(info):
+            for key in ("pool", "test"):
+                pattern = getattr(self, key)
+                if not _parquet_files(pattern):
+                    raise Invalid("no Parquet files match this path", loc=(key,), value=pattern)
+        return self
+
+    def pool_options(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`rayfal.data.pool.Pool` for these indexes."""
+        return {"image_size": self.image_size, "channels": self.channels,
+                "on_error": self.on_error}
+
+
 DATASETS: dict[str, type[DatasetConfig]] = {
     "glyphs": GlyphsDataset, "parquet": ParquetDataset, "adult": AdultDataset,
-    "colored_mnist": ColoredMnistDataset,
+    "colored_mnist": ColoredMnistDataset, "image_files": ImageFilesDataset,
 }
 
 
@@ -264,7 +298,8 @@ def _default_dataset_name(value: Any) -> Any:
 
 
 Dataset = Annotated[
-    Union[GlyphsDataset, ParquetDataset, AdultDataset, ColoredMnistDataset],  # noqa: UP007
+    Union[GlyphsDataset, ParquetDataset, AdultDataset, ColoredMnistDataset,  # noqa: UP007
+          ImageFilesDataset],
     Field(discriminator="name"),
     BeforeValidator(_default_dataset_name),
 ]
@@ -307,8 +342,15 @@ class ModelConfig(Section):
     synthetic glyph set (``pretrain`` settings; the head stays randomly initialised) and
     ``freeze_trunk`` keeps those trunk weights fixed during training."""
 
-    name: Literal["auto", "cnn", "mlp", "linear"] = Field(
-        "auto", description="auto: cnn for images, mlp for feature vectors")
+    name: Literal["auto", "cnn", "mlp", "linear", "torchvision"] = Field(
+        "auto", description="auto: cnn for images, mlp for feature vectors; torchvision: a "
+                            "torchvision backbone (arch) as the trunk under an MC-dropout head")
+    arch: Literal["resnet18", "resnet50", "mobilenet_v3_small", "efficientnet_b0",
+                  "vit_b_16"] | None = Field(None, description="torchvision: the backbone")
+    weights: str | None = Field(None, description="torchvision: the backbone's weights, a "
+                                                  ".safetensors file of its state_dict (null: "
+                                                  "random initialisation; nothing is "
+                                                  "downloaded)")
     dropout: float = Field(0.5, ge=0, lt=1, description="MC-dropout rate of the head")
     hidden: int = Field(128, ge=1, description="hidden units of the head")
     width: int = Field(32, ge=1, description="cnn: channels of the first conv layer")
@@ -319,9 +361,30 @@ class ModelConfig(Section):
     pretrained: Literal["glyph-trunk"] | None = Field(
         None, description="glyph-trunk: the cnn trunk pretrained on a disjoint glyph set "
                           "(null: random initialisation)")
-    freeze_trunk: bool = Field(False, description="with pretrained: train the head only")
+    freeze_trunk: bool = Field(False, description="with pretrained or torchvision: train the "
+                                                  "head only")
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig,
                                      description="settings of the glyph-trunk pretraining")
+
+    @model_validator(mode="after")
+    def _check_torchvision(self, info: ValidationInfo) -> ModelConfig:
+        if self.name != "torchvision":
+            for key in ("arch", "weights"):
+                if getattr(self, key) is not None:
+                    raise Invalid("only used with model.name: torchvision", loc=(key,),
+                                  value=getattr(self, key))
+            return self
+        if self.arch is None:
+            raise Invalid("model.name torchvision needs an arch", loc=("arch",), value=None,
+                          allowed=["resnet18", "resnet50", "mobilenet_v3_small",
+                                   "efficientnet_b0", "vit_b_16"])
+        if self.weights is not None:
+            if not self.weights.endswith(".safetensors"):
+                raise Invalid("must be a .safetensors file (never pickle)", loc=("weights",),
+                              value=self.weights)
+            if _check_files(info) and not Path(self.weights).is_file():
+                raise Invalid("file not found", loc=("weights",), value=self.weights)
+        return self
 
     @model_validator(mode="after")
     def _check_target(self) -> ModelConfig:
@@ -329,7 +392,7 @@ class ModelConfig(Section):
                                             or self.name not in ("auto", "cnn")):
             raise Invalid("glyph-trunk is a cnn trunk: needs model.name auto or cnn and no "
                           "model.target", loc=("pretrained",), value=self.pretrained)
-        if self.freeze_trunk and self.pretrained is None:
+        if self.freeze_trunk and self.pretrained is None and self.name != "torchvision":
             raise Invalid("freezing a random trunk: set model.pretrained too",
                           loc=("freeze_trunk",), value=self.freeze_trunk)
         if self.target is None:
@@ -709,6 +772,7 @@ __all__ = [
     "DatasetConfig",
     "EvaluationConfig",
     "GlyphsDataset",
+    "ImageFilesDataset",
     "JobConfig",
     "ModelConfig",
     "OracleConfig",

@@ -52,18 +52,26 @@ class Pool:
     """A validated set of Parquet shards addressed by ``row_id``."""
 
     def __init__(self, pattern: str | Sequence[str], *, name: str = "pool",
-                 check_cache: str | Path | None = None) -> None:
+                 check_cache: str | Path | None = None, image_size: int | None = None,
+                 channels: int | None = None, on_error: str = "fail") -> None:
         """Open the shards ``pattern`` names (a glob, a directory, a file or a list of them).
 
         ``check_cache``: validate every row's values too (:mod:`rayfal.data.validate`), with
         the per-file results cached in that directory; default: the directory set by
         :func:`rayfal.data.validate.check_cache`, if any (else the values are checked lazily,
-        when rows are read)."""
+        when rows are read).
+
+        A pool of image files (a ``uri`` column, :mod:`rayfal.data.images`) decodes them to
+        ``(channels, image_size, image_size)`` (default: the index's ``rayfal.image_input``
+        metadata); ``on_error`` (``fail``/``skip``) is what scoring does with a file it cannot
+        read (kept here for the scorers)."""
         self.name = name
         self.files = expand_paths(pattern)
+        self._image_opts = {"size": image_size, "channels": channels}
+        self.on_error = on_error
         self.schema = self._check_schemas()
         self.feature_column = S.feature_column(self.schema)
-        self.input_shape = S.input_shape(self.schema)
+        self.input_shape = self._input_shape(self.schema)
         self.has_labels = S.LABEL in self.schema.names
         self._dataset = pads.dataset(self.files, schema=self.schema, format="parquet")
         self._row_ids, self._groups = self._load_index()
@@ -91,7 +99,7 @@ class Pool:
                 raise PoolError(f"{self.name}: {f}: column 'label' must be integer class ids")
             self._check_image_shape(f, sch)
             try:
-                S.input_shape(sch)
+                self._input_shape(sch)
             except ValueError as exc:
                 raise PoolError(f"{self.name}: {f}: {exc}") from None
             if first is None:
@@ -103,6 +111,11 @@ class Pool:
                 )
         assert first is not None
         return first
+
+    def _input_shape(self, sch: pa.Schema) -> tuple[int, ...]:
+        if S.IMAGE not in sch.names and S.FEATURES not in sch.names and S.URI in sch.names:
+            return S.uri_input_shape(sch, **self._image_opts)
+        return S.input_shape(sch)
 
     def _check_image_shape(self, f: str, sch: pa.Schema) -> None:
         """An image column's ``rayfal.image_shape`` metadata: JSON ``[H, W, C]`` of positive
@@ -193,7 +206,7 @@ class Pool:
         pos = order[np.searchsorted(got, ids, sorter=order)]
         out = {c: S.column_to_numpy(table.column(c))[pos] for c in cols}
         self._check_finite(out)
-        return out
+        return self._image_refs(out)
 
     def read_all(self, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Every row (for small sets such as the test set), in file order."""
@@ -201,6 +214,15 @@ class Pool:
         table = self._dataset.to_table(columns=cols)
         out = {c: S.column_to_numpy(table.column(c)) for c in cols}
         self._check_finite(out)
+        return self._image_refs(out)
+
+    def _image_refs(self, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The ``uri`` column as :class:`~rayfal.data.images.ImageRefs` carrying the rows'
+        ids, so whoever decodes them (a Train worker) names the rows of unreadable files."""
+        if S.URI in out and S.ROW_ID in out and self.feature_column == S.URI:
+            from rayfal.data.images import ImageRefs
+
+            out[S.URI] = ImageRefs(out[S.URI], out[S.ROW_ID])
         return out
 
     def _check_finite(self, out: dict[str, np.ndarray]) -> None:

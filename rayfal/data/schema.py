@@ -8,7 +8,12 @@ Every pool (and test set) is a set of Parquet files with these columns:
 * exactly one feature column:
     * ``image``    fixed_size_list<uint8>[H*W*C], pixels in HWC order; the shape is stored in
       the schema metadata under ``rayfal.image_shape`` as JSON ``[H, W, C]``;
-    * ``features`` fixed_size_list<float32>[D], a tabular feature vector.
+    * ``features`` fixed_size_list<float32>[D], a tabular feature vector;
+    * ``uri``      string, an image file by path or URI (local, ``file://``, ``s3://``, ``gs://``),
+      decoded where it is used (:mod:`rayfal.data.images`); the input shape ``[C, H, W]`` comes
+      from the job (``dataset.image_size``/``channels``) or the schema metadata
+      ``rayfal.image_input`` (JSON ``{"size": N, "channels": C}``, written by
+      ``rayfal data index-images``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ LABEL = "label"
 IMAGE = "image"
 FEATURES = "features"
 IMAGE_SHAPE_KEY = b"rayfal.image_shape"
+URI = "uri"
+IMAGE_INPUT_KEY = b"rayfal.image_input"
 
 
 def image_table(
@@ -86,12 +93,47 @@ def feature_column(schema: pa.Schema) -> str:
         return IMAGE
     if FEATURES in names:
         return FEATURES
-    raise ValueError(f"no '{IMAGE}' or '{FEATURES}' column; columns are {sorted(names)}")
+    if URI in names:
+        return URI
+    raise ValueError(f"no '{IMAGE}' or '{FEATURES}' column (nor an image-file '{URI}' "
+                     f"column); columns are {sorted(names)}")
+
+
+def uri_input_shape(schema: pa.Schema, size: int | None = None,
+                    channels: int | None = None) -> tuple[int, int, int]:
+    """``(C, H, W)`` of a ``uri`` pool: ``size``/``channels`` when given, else the schema's
+    ``rayfal.image_input`` metadata (``channels`` default 3)."""
+    field_type = schema.field(URI).type
+    if not (pa.types.is_string(field_type) or pa.types.is_large_string(field_type)):
+        raise ValueError(f"column '{URI}' must hold strings (paths or URIs), found {field_type}")
+    meta = schema.metadata or {}
+    stored: dict = {}
+    if IMAGE_INPUT_KEY in meta:
+        try:
+            stored = json.loads(meta[IMAGE_INPUT_KEY])
+        except (ValueError, UnicodeDecodeError):
+            stored = None
+        if not isinstance(stored, dict):
+            raise ValueError(f"schema metadata '{IMAGE_INPUT_KEY.decode()}' must be JSON "
+                             f'{{"size": N, "channels": C}}, found {meta[IMAGE_INPUT_KEY][:60]!r}')
+    size = size if size is not None else stored.get("size")
+    channels = channels if channels is not None else stored.get("channels", 3)
+    if size is None:
+        raise ValueError(f"a '{URI}' pool needs an image size: set dataset.image_size, or index "
+                         f"it with `rayfal data index-images --image-size N`")
+    for name, v in (("size", size), ("channels", channels)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"image {name} must be a positive integer, found {v!r}")
+    if channels not in (1, 3):
+        raise ValueError(f"image files decode to 1 or 3 channels, not {channels}")
+    return (int(channels), int(size), int(size))
 
 
 def input_shape(schema: pa.Schema) -> tuple[int, ...]:
     """Model input shape of one row: ``(C, H, W)`` for images, ``(D,)`` for features."""
     col = feature_column(schema)
+    if col == URI:
+        return uri_input_shape(schema)
     field_type = schema.field(col).type
     if not pa.types.is_fixed_size_list(field_type):
         raise ValueError(f"column '{col}' must be a fixed-size list, found {field_type}")
@@ -107,8 +149,15 @@ def input_shape(schema: pa.Schema) -> tuple[int, ...]:
 def to_model_input(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Turn a feature column (``[N, K]`` array or array of arrays) into float32 model inputs.
 
-    Images (uint8, HWC) become float32 ``[N, C, H, W]`` in [0, 1]; features stay ``[N, D]``.
+    Images (uint8, HWC) become float32 ``[N, C, H, W]`` in [0, 1]; features stay ``[N, D]``;
+    image files (a ``uri`` column: strings or :class:`rayfal.data.images.ImageRefs`) are read
+    and decoded here by :func:`rayfal.data.images.decode_uris` (an unreadable file is an error
+    naming its row_id, when known, and URI).
     """
+    from rayfal.data.images import decode_uris, is_uri_batch
+
+    if is_uri_batch(values):
+        return decode_uris(values, shape).x
     arr = values
     if arr.dtype == object:
         arr = np.stack(arr) if len(arr) else np.zeros((0, int(np.prod(shape))), np.float32)

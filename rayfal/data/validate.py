@@ -7,7 +7,9 @@ file), and checks:
 
 * ``label`` (when present): integer class ids ``>= 0`` and, given ``num_classes``, ``< C``;
 * ``group``: ``>= 0`` (group ids index the per-group metrics and the group heads);
-* ``features`` (float vectors): finite (no NaN / inf).
+* ``features`` (float vectors): finite (no NaN / inf);
+* ``uri`` (image files): no null or empty path/URI (the files themselves are read where they
+  are decoded, :mod:`rayfal.data.images`).
 
 Each problem raises :class:`~rayfal.data.pool.PoolError` naming the pool, the file, the column
 and (up to 20) row ids. Each file that passes gets a small JSON record in ``cache_dir`` keyed by
@@ -135,6 +137,9 @@ def check_file(path: str | Path, *, name: str = "pool", schema: pa.Schema | None
                       and pa.types.is_floating(sch.field(S.FEATURES).type.value_type))
     if float_features:
         columns.append(S.FEATURES)
+    uris = S.URI in sch.names and S.IMAGE not in sch.names and S.FEATURES not in sch.names
+    if uris:
+        columns.append(S.URI)
     lo = hi = None
     nulls = rows = 0
     _, size, mtime = fingerprint(path)
@@ -171,6 +176,13 @@ def check_file(path: str | Path, *, name: str = "pool", schema: pa.Schema | None
                 if nonfinite.any():
                     raise _error(name, path, f"NaN/inf features in row_id(s) "
                                              f"{_fmt(ids[nonfinite])}")
+            if uris:
+                col = batch.column(S.URI)
+                empty = np.asarray(col.is_null().to_numpy(zero_copy_only=False), bool)
+                empty |= np.asarray(col.fill_null("").to_numpy(zero_copy_only=False) == "", bool)
+                if empty.any():
+                    raise _error(name, path, f"column 'uri' is null or empty in row_id(s) "
+                                             f"{_fmt(ids[empty])}")
     except (pa.ArrowInvalid, OSError) as exc:
         raise _error(name, path, f"cannot read its rows: {exc}") from None
     return FileCheck(path=os.path.abspath(path), size=size, mtime_ns=mtime, rows=rows,

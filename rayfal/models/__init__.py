@@ -23,6 +23,15 @@ MODELS.register("mlp")(MLP)
 MODELS.register("linear")(Linear)  # logistic regression (PANDA's learner, rayfal/models/linear.py)
 
 
+@MODELS.register("torchvision")
+def _torchvision(input_shape: tuple[int, ...], num_classes: int, **kwargs: Any) -> TwoStageModel:
+    """A torchvision backbone under an MC-dropout head (rayfal/models/torchvision_backbone.py);
+    torchvision's model code is imported only when one is built."""
+    from rayfal.models.torchvision_backbone import TorchvisionModel
+
+    return TorchvisionModel(tuple(input_shape), num_classes, **kwargs)
+
+
 def build_model(
     name: str,
     input_shape: tuple[int, ...],

@@ -54,10 +54,22 @@ def build_from_config(mcfg: Any, input_shape: tuple[int, ...], num_classes: int,
         kwargs = {"dropout": mcfg.dropout, "hidden": mcfg.hidden}
         if name == "cnn":
             kwargs["width"] = mcfg.width
+        if name == "torchvision":
+            kwargs["arch"] = mcfg.arch
     if num_groups is not None:
         kwargs["num_groups"] = int(num_groups)
     spec = model_spec(name, input_shape, num_classes, **kwargs)
     model = model_from_spec(spec)
+    if name == "torchvision":  # weights from the user's file (driver only), frozen trunk
+        from rayfal.models.pretrain import freeze_trunk
+        from rayfal.models.torchvision_backbone import load_backbone_weights
+
+        if mcfg.weights:
+            load_backbone_weights(model, mcfg.weights, mcfg.arch)
+            spec["backbone_weights"] = str(mcfg.weights)
+        if mcfg.freeze_trunk:
+            spec["freeze_trunk"] = True
+            freeze_trunk(model)
     if getattr(mcfg, "pretrained", None) is None:
         return model, spec
     from rayfal.models.pretrain import freeze_trunk, load_trunk

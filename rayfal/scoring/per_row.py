@@ -106,6 +106,7 @@ class PoolScorer:
         threads: int,
         use_gpu: bool,
         passthrough: tuple[str, ...] = (),
+        image_on_error: str = "fail",
     ) -> None:
         import ray
 
@@ -118,6 +119,7 @@ class PoolScorer:
         self.mc_samples = mc_samples
         self.seed, self.round = seed, round
         self.passthrough = tuple(passthrough)
+        self.image_on_error = image_on_error  # image files: fail or skip (rayfal.data.images)
         self.node = np.int64(int(ray.get_runtime_context().get_node_id()[:15], 16))
         self.model = None
         if self.strategy.needs_probs:
@@ -146,7 +148,16 @@ class PoolScorer:
         probs = None
         if self.model is not None and len(row_id):
             feats = batch[self.feature_column][keep]
-            x = torch.from_numpy(S.to_model_input(feats, self.input_shape))
+            if self.feature_column == S.URI:  # image files, read and decoded here
+                from rayfal.data.images import decode_uris
+
+                dec = decode_uris(feats, self.input_shape, row_ids=row_id,
+                                  on_error=self.image_on_error)
+                row_id, group = row_id[dec.ok], group[dec.ok]
+                keep[np.flatnonzero(keep)[~dec.ok]] = False  # skipped rows: not scored
+                x = torch.from_numpy(dec.x)
+            else:
+                x = torch.from_numpy(S.to_model_input(feats, self.input_shape))
             probs = mc_probs(self.model, x, mc_samples=self.mc_samples,
                              generator_seed=self.seed * 100_003 + self.round, row_keys=row_id)
         score = (
@@ -252,6 +263,7 @@ def score_pool(
         mc_samples=cfg.mc_samples,
         threads=max(1, int(plan.cpus)),
         use_gpu=plan.gpus > 0,
+        image_on_error=getattr(pool, "on_error", "fail"),
     )
     common = map_batches_args(cfg, plan)
     actors = use_actor_pool(cfg, pool.num_rows)
@@ -271,7 +283,15 @@ def score_pool(
             reducer.add(out[S.ROW_ID], out[S.GROUP], out["score"])
             nodes.update(np.unique(out["node"]).tolist())
             bar.update(len(out[S.ROW_ID]))
-    if reducer.rows_seen != total:
+    skipped = total - reducer.rows_seen if getattr(pool, "on_error", "fail") == "skip" else 0
+    if skipped > 0 and pool.feature_column == S.URI and strat.needs_probs:
+        import logging
+
+        logging.getLogger("rayfal").warning(
+            "scoring: %d unlabelled row(s) not scored: unreadable image files, skipped "
+            "(dataset.on_error: skip); the scoring workers' warnings name each row_id and "
+            "path", skipped)
+    elif reducer.rows_seen != total:
         raise RuntimeError(
             f"scoring saw {reducer.rows_seen} unlabelled rows but the pool has {total}: "
             "a shard was lost or duplicated"

@@ -67,10 +67,17 @@ def _parquet(cfg: DatasetConfig, default_dir: Path) -> tuple[str, str]:
     return cfg.pool, cfg.test
 
 
+@SOURCES.register("image_files")
+def _image_files(cfg: DatasetConfig, default_dir: Path) -> tuple[str, str]:
+    """Indexes of image files (``uri`` column; rayfal/data/index_images.py)."""
+    return cfg.pool, cfg.test
+
+
 def open_dataset(cfg: DatasetConfig, default_dir: Path) -> tuple[Pool, Pool]:
     """Prepare the data set if needed and open ``(pool, test)``."""
     pool_glob, test_glob = SOURCES.get(cfg.name)(cfg, default_dir)
-    pool, test = Pool(pool_glob, name="pool"), Pool(test_glob, name="test set")
+    opts = cfg.pool_options() if hasattr(cfg, "pool_options") else {}  # image files
+    pool, test = Pool(pool_glob, name="pool", **opts), Pool(test_glob, name="test set", **opts)
     if not test.has_labels:
         raise ValueError(f"test set {test_glob} has no 'label' column")
     if pool.input_shape != test.input_shape:
