@@ -415,20 +415,32 @@ def fairal_fast(
     """
     inp = _prepare(head, x_labelled, y_labelled, x_cand, x_fair, groups_fair, y_fair, measure, dtype)
     k = inp.head.n_labels
+    chunk_size = _chunk_size(inp, refit, chunk_size, max_elements)
+    n_cand = inp.x_c.shape[0]
+    per_label = np.zeros((n_cand, k))
+    for start in range(0, n_cand, chunk_size):
+        xc = inp.x_c[start : start + chunk_size]
+        per_label[start : start + len(xc)] = _per_label_chunk(inp, xc, refit)
+    return _finish(inp, per_label, alpha)
+
+
+def _chunk_size(inp: _Inputs, refit: RefitConfig, chunk_size: int | None, max_elements: int
+                ) -> int:
+    """:func:`fairal_fast`'s chunk: ``chunk_size`` or the largest within ``max_elements``."""
     if chunk_size is None:
         per_cand = refit_floats_per_candidate(refit, inp.head, inp.x_l.shape[0], inp.fair.n)
         chunk_size = max(1, max_elements // max(per_cand, 1))
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    n_cand = inp.x_c.shape[0]
-    per_label = np.zeros((n_cand, k))
+    return chunk_size
+
+
+def _per_label_chunk(inp: _Inputs, xc: Tensor, refit: RefitConfig) -> np.ndarray:
+    """``F_k(x)`` ``[m, K]`` of one chunk of candidates (all its refits as one program). The
+    Ray Data job (:mod:`rayfal.scoring.fairal_refits`) runs this on the same chunks."""
     with torch.no_grad():
-        for start in range(0, n_cand, chunk_size):
-            xc = inp.x_c[start : start + chunk_size]
-            per_label[start : start + len(xc)] = refit_pairs(
-                inp.head, inp.x_l, inp.y_l, xc, inp.fair.x, refit, inp.fair.batched
-            ).double().numpy()
-    return _finish(inp, per_label, alpha)
+        return refit_pairs(inp.head, inp.x_l, inp.y_l, xc, inp.fair.x, refit,
+                           inp.fair.batched).double().numpy()
 
 
 def fairal_sklearn(
