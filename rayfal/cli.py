@@ -16,10 +16,21 @@ from pathlib import Path
 from rayfal.config import ConfigError
 
 
+def run_summary(records, baseline: str) -> str:
+    """What ``rayfal run`` prints at the end: the Table-1-style table and, with several
+    campaigns, the per-seed paired differences against ``baseline`` with 95% bootstrap CIs."""
+    from rayfal.report import format_table1, table1
+    from rayfal.report.paired import format_paired, paired_differences
+
+    text = format_table1(table1(records))
+    if records["campaign"].nunique() > 1:
+        text += "\n" + format_paired(paired_differences(records, baseline=baseline),
+                                     baseline=baseline)
+    return text
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from rayfal.api import load_job, run
-    from rayfal.report import format_table1, table1
-
     job_path, run_dir = Path(args.job), args.run_dir
     if job_path.is_dir():  # rayfal run RUN_DIR --resume: the job saved in the run directory
         if not (job_path / "job.yaml").is_file():
@@ -35,7 +46,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                  accept_partial=args.accept_partial)
     if len(result.records):
         print()
-        print(format_table1(table1(result.records)))
+        print(run_summary(result.records, args.baseline))
     print(f"\n{len(result.records)} round records in {time.perf_counter() - t0:.0f} s -> "
           f"{result.run_dir}")
     if result.report_dir is not None:
@@ -224,6 +235,20 @@ def _cmd_data_glyphs(args: argparse.Namespace) -> int:
         seed=args.seed, image_size=args.image_size, shard_rows=args.shard_rows,
     )
     print(f"{args.out}: {manifest.get('n_pool')} pool rows, {manifest.get('n_test')} test rows")
+    return 0
+
+
+def _cmd_data_index_images(args: argparse.Namespace) -> int:
+    from rayfal.data.index_images import index_images
+
+    res = index_images(args.root, args.out, csv=args.csv, image_size=args.image_size,
+                       channels=args.channels, namespace=args.namespace,
+                       shard_rows=args.shard_rows, verify=args.verify)
+    labels = (f"{len(res.classes)} classes from folders ({', '.join(res.classes[:8])}"
+              f"{', ...' if len(res.classes) > 8 else ''})" if res.classes
+              else "labels from the CSV" if res.labelled else "no labels")
+    print(f"{args.out}: {res.rows} image files indexed, {labels}; dataset: "
+          f"{{name: image_files, pool: '{res.pattern}', image_size: {args.image_size}}}")
     return 0
 
 
@@ -563,6 +588,21 @@ def build_parser() -> argparse.ArgumentParser:
     gl.add_argument("--image-size", type=int, default=32, help="image side in pixels")
     gl.add_argument("--shard-rows", type=int, default=50_000, help="rows per Parquet shard")
     gl.set_defaults(fn=_cmd_data_glyphs)
+    ix = dsub.add_parser("index-images", help="a pool index (Parquet, uri column) of a tree of "
+                                              "image files, local or s3://, gs://")
+    ix.add_argument("root", metavar="DIR_OR_URI", help="the tree (ImageFolder layout gives "
+                                                       "labels: ROOT/<class>/...)")
+    ix.add_argument("--out", required=True, help="output folder of the index shards")
+    ix.add_argument("--csv", help="CSV with a 'file' column and 'group' and/or 'label'")
+    ix.add_argument("--image-size", type=int, default=224, help="decoded image side (default "
+                                                               "224; the job may override)")
+    ix.add_argument("--channels", type=int, choices=[1, 3], default=3, help="3 RGB, 1 grey")
+    ix.add_argument("--namespace", default="", help="salt of the row_id hash (e.g. to index "
+                                                    "a test tree with the same file names)")
+    ix.add_argument("--shard-rows", type=int, default=100_000, help="rows per Parquet shard")
+    ix.add_argument("--verify", action="store_true", help="read and decode every file once "
+                                                          "(reports unreadable ones)")
+    ix.set_defaults(fn=_cmd_data_index_images)
     return p
 
 

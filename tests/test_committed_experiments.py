@@ -13,7 +13,8 @@ from rayfal.report import paired_differences, table1
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "experiments"
 
 
-@pytest.mark.parametrize("name", ["quickstart_10seeds", "quickstart_10seeds_pretrained"])
+@pytest.mark.parametrize("name", ["quickstart_10seeds", "quickstart_10seeds_pretrained",
+                                  "quickstart_minority"])
 def test_quickstart_10_seeds_paired_table_recomputes_from_the_per_seed_rounds(name: str) -> None:
     folder = DOCS / name
     rounds = pd.read_csv(folder / "rounds_all.csv")
@@ -33,3 +34,84 @@ def test_quickstart_10_seeds_paired_table_recomputes_from_the_per_seed_rounds(na
     assert (last["bald"] - last["uniform"]).mean() == pytest.approx(delta, abs=1e-12)
     t1 = table1(rounds)
     assert len(t1) == 2
+
+
+def test_adult_panda_figure1_recomputes_from_the_per_seed_rounds() -> None:
+    """docs/experiments/adult_panda/figure1.csv (means, stds, paired differences vs random and
+    their bootstrap CIs at B = 400) from rounds.csv, by the report's own function and, for the
+    means and differences, by hand."""
+    import importlib.util
+
+    folder = DOCS / "adult_panda"
+    spec = importlib.util.spec_from_file_location(
+        "adult_panda_report", Path(__file__).resolve().parents[1] / "benchmarks"
+        / "adult_panda_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    rounds = pd.read_csv(folder / "rounds.csv")
+    assert rounds.loc[rounds["campaign"] == "random", "seed"].nunique() >= 5
+    got = report.figure1_table(rounds)
+    want = pd.read_csv(folder / "figure1.csv")
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want, check_dtype=False,
+                                  rtol=0, atol=1e-12)
+    final = rounds[rounds["budget"] == rounds["budget"].max()]
+    piv = final.pivot(index="seed", columns="campaign", values="f_score")
+    for method in want["method"]:
+        row = want[want["method"] == method].iloc[0]
+        assert row["f_score_mean"] == pytest.approx(piv[method].mean(), abs=1e-12)
+        diff = (piv[method] - piv["random"]).dropna()
+        assert row["f_score_diff"] == pytest.approx(diff.mean(), abs=1e-12)
+
+
+def test_quickstart_selection_summary_recomputes_from_the_per_seed_rounds() -> None:
+    """The measurements behind the quickstart's choice of scenario (EXPERIMENTS.md)."""
+    folder = DOCS / "quickstart_selection"
+    summary = pd.read_csv(folder / "summary.csv")
+    for setting, want in summary.groupby("setting"):
+        rounds = pd.read_csv(folder / f"{setting}.csv")
+        assert rounds.groupby("campaign")["seed"].nunique().to_dict() == {"bald": 10,
+                                                                          "uniform": 10}
+        got = paired_differences(rounds, baseline="uniform").set_index("metric")
+        for _, row in want.iterrows():
+            mine = got.loc[row["metric"]]
+            np.testing.assert_allclose(
+                [mine["mean_diff"], mine["ci_lo"], mine["ci_hi"], mine["n_seeds"]],
+                [row["mean_diff"], row["ci_lo"], row["ci_hi"], row["n_seeds"]],
+                rtol=0, atol=1e-12, err_msg=f"{setting} {row['metric']}")
+
+
+def test_bald_table1_recomputes_from_the_per_seed_rounds() -> None:
+    """docs/experiments/bald_table1/table1.md and paired.csv (the paper's Table 1 on our
+    protocol) from rounds_all.csv, by the script that wrote them."""
+    import importlib.util
+
+    folder = DOCS / "bald_table1"
+    spec = importlib.util.spec_from_file_location(
+        "bald_table1_report", Path(__file__).resolve().parents[1] / "benchmarks"
+        / "bald_table1_report.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rounds = pd.read_csv(folder / "rounds_all.csv")
+    assert rounds.groupby(["scenario", "campaign"])["seed"].nunique().min() >= 10
+    assert script.table_markdown(rounds) == (folder / "table1.md").read_text()
+    want = pd.read_csv(folder / "paired.csv")
+    got = paired_differences(rounds, baseline="uniform")
+    cols = ["mean_diff", "ci_lo", "ci_hi", "n_seeds"]
+    np.testing.assert_allclose(got[cols].to_numpy(float), want[cols].to_numpy(float),
+                               rtol=0, atol=1e-12)
+    # one number by hand: BALD - uniform accuracy at 150 labels, sensitive attribute
+    last = rounds[(rounds["n_labelled"] == 150) & (rounds["scenario"] == "sensitive_attribute")]
+    piv = last.pivot(index="seed", columns="campaign", values="accuracy")
+    row = want[(want["scenario"] == "sensitive_attribute") & (want["campaign"] == "bald")
+               & (want["metric"] == "accuracy")]
+    assert (piv["bald"] - piv["uniform"]).mean() == pytest.approx(row["mean_diff"].item(),
+                                                                   abs=1e-12)
+
+
+def test_rayfal_run_prints_the_paired_differences_of_the_quickstart() -> None:
+    from rayfal.cli import run_summary
+
+    rounds = pd.read_csv(DOCS / "quickstart_minority" / "rounds_all.csv")
+    text = run_summary(rounds, "uniform")
+    assert "| uniform | 90.73 ± 1.52 | 12.20 ± 3.38 |" in text
+    assert "| bald | +2.70 [+1.47, +3.88] * | -3.73 [-6.20, -1.00] * | 10 |" in text
