@@ -14,7 +14,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "experiments"
 
 
 @pytest.mark.parametrize("name", ["quickstart_10seeds", "quickstart_10seeds_pretrained",
-                                  "quickstart_minority"])
+                                  "quickstart_minority", "bald_table1_adam"])
 def test_quickstart_10_seeds_paired_table_recomputes_from_the_per_seed_rounds(name: str) -> None:
     folder = DOCS / name
     rounds = pd.read_csv(folder / "rounds_all.csv")
