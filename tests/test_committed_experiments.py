@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
@@ -11,6 +13,15 @@ import pytest
 from rayfal.report import paired_differences, table1
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "experiments"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _benchmark_script(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` (the script that wrote a committed table), imported."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.parametrize("name", ["quickstart_10seeds", "quickstart_10seeds_pretrained",
@@ -40,14 +51,8 @@ def test_adult_panda_figure1_recomputes_from_the_per_seed_rounds() -> None:
     """docs/experiments/adult_panda/figure1.csv (means, stds, paired differences vs random and
     their bootstrap CIs at B = 400) from rounds.csv, by the report's own function and, for the
     means and differences, by hand."""
-    import importlib.util
-
     folder = DOCS / "adult_panda"
-    spec = importlib.util.spec_from_file_location(
-        "adult_panda_report", Path(__file__).resolve().parents[1] / "benchmarks"
-        / "adult_panda_report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = _benchmark_script("adult_panda_report")
     rounds = pd.read_csv(folder / "rounds.csv")
     assert rounds.loc[rounds["campaign"] == "random", "seed"].nunique() >= 5
     got = report.figure1_table(rounds)
@@ -83,14 +88,8 @@ def test_quickstart_selection_summary_recomputes_from_the_per_seed_rounds() -> N
 def test_bald_table1_recomputes_from_the_per_seed_rounds() -> None:
     """docs/experiments/bald_table1/table1.md and paired.csv (the paper's Table 1 on our
     protocol) from rounds_all.csv, by the script that wrote them."""
-    import importlib.util
-
     folder = DOCS / "bald_table1"
-    spec = importlib.util.spec_from_file_location(
-        "bald_table1_report", Path(__file__).resolve().parents[1] / "benchmarks"
-        / "bald_table1_report.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _benchmark_script("bald_table1_report")
     rounds = pd.read_csv(folder / "rounds_all.csv")
     assert rounds.groupby(["scenario", "campaign"])["seed"].nunique().min() >= 10
     assert script.table_markdown(rounds) == (folder / "table1.md").read_text()
