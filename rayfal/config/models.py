@@ -162,6 +162,16 @@ class GlyphsDataset(DatasetConfig):
         return _check_per_seed(self)
 
 
+def _check_parquet_indexes(ds: Any, info: ValidationInfo) -> Any:
+    """``pool`` and ``test`` of ``ds`` each match Parquet files (when files are checked)."""
+    if _check_files(info):
+        for key in ("pool", "test"):
+            pattern = getattr(ds, key)
+            if not _parquet_files(pattern):
+                raise Invalid("no Parquet files match this path", loc=(key,), value=pattern)
+    return ds
+
+
 class ParquetDataset(DatasetConfig):
     """Existing Parquet shards in the pool schema (rayfal/data/schema.py)."""
 
@@ -171,12 +181,7 @@ class ParquetDataset(DatasetConfig):
 
     @model_validator(mode="after")
     def _files_exist(self, info: ValidationInfo) -> ParquetDataset:
-        if _check_files(info):
-            for key in ("pool", "test"):
-                pattern = getattr(self, key)
-                if not _parquet_files(pattern):
-                    raise Invalid("no Parquet files match this path", loc=(key,), value=pattern)
-        return self
+        return _check_parquet_indexes(self, info)
 
 
 class AdultDataset(DatasetConfig):
@@ -264,12 +269,7 @@ class ImageFilesDataset(DatasetConfig):
 
     @model_validator(mode="after")
     def _files_exist(self, info: ValidationInfo) -> ImageFilesDataset:
-        if _check_files(info):
-            for key in ("pool", "test"):
-                pattern = getattr(self, key)
-                if not _parquet_files(pattern):
-                    raise Invalid("no Parquet files match this path", loc=(key,), value=pattern)
-        return self
+        return _check_parquet_indexes(self, info)
 
     def pool_options(self) -> dict[str, Any]:
         """Keyword arguments of :class:`rayfal.data.pool.Pool` for these indexes."""
