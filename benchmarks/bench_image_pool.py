@@ -32,12 +32,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from bench_fairal import cpu_model  # the script's directory is on sys.path
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -210,16 +210,6 @@ def rayfal_scoring(index: str, model, spec: dict, mc: int, batch: int, on_error:
                      progress=False)
     return {"rows": res.rows_scored, "seconds": time.perf_counter() - t0,
             "actors": res.workers, "scoring_seconds_reported": res.seconds}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
