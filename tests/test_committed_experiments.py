@@ -94,10 +94,13 @@ def test_bald_table1_recomputes_from_the_per_seed_rounds() -> None:
     assert rounds.groupby(["scenario", "campaign"])["seed"].nunique().min() >= 10
     assert script.table_markdown(rounds) == (folder / "table1.md").read_text()
     want = pd.read_csv(folder / "paired.csv")
-    got = paired_differences(rounds, baseline="uniform")
+    got = paired_differences(rounds, baseline="uniform", metrics=script.METRICS)
     cols = ["mean_diff", "ci_lo", "ci_hi", "n_seeds"]
     np.testing.assert_allclose(got[cols].to_numpy(float), want[cols].to_numpy(float),
                                rtol=0, atol=1e-12)
+    # the tuned-λ rows are there, in both scenarios
+    assert {"uniform+grad_tuned", "bald+grad_tuned"} <= set(
+        rounds.loc[rounds["scenario"] == "minority_group", "campaign"])
     # one number by hand: BALD - uniform accuracy at 150 labels, sensitive attribute
     last = rounds[(rounds["n_labelled"] == 150) & (rounds["scenario"] == "sensitive_attribute")]
     piv = last.pivot(index="seed", columns="campaign", values="accuracy")
@@ -114,3 +117,24 @@ def test_rayfal_run_prints_the_paired_differences_of_the_quickstart() -> None:
     text = run_summary(rounds, "uniform")
     assert "| uniform | 90.73 ± 1.52 | 12.20 ± 3.38 |" in text
     assert "| bald | +2.70 [+1.47, +3.88] * | -3.73 [-6.20, -1.00] * | 10 |" in text
+
+
+def test_gba_table_recomputes_from_the_per_seed_rounds() -> None:
+    """docs/experiments/gba_colored_mnist_paired/gba_table.md and paired.csv from
+    rounds_all.csv, by the script that wrote them, and one paired difference by hand."""
+    folder = DOCS / "gba_colored_mnist_paired"
+    script = _benchmark_script("gba_report")
+    rounds = pd.read_csv(folder / "rounds_all.csv")
+    assert script.table_markdown(rounds) == (folder / "gba_table.md").read_text()
+    want = pd.read_csv(folder / "paired.csv")
+    got = script.paired(rounds)
+    cols = ["mean_diff", "ci_lo", "ci_hi", "n_seeds"]
+    np.testing.assert_allclose(got[cols].to_numpy(float), want[cols].to_numpy(float),
+                               rtol=0, atol=1e-12)
+    # GBA (lambda 0.1) - vanilla test accuracy at 95% skew, per seed, by hand
+    sub = rounds[rounds["scenario"] == "skew_0.95"]
+    piv = sub.pivot(index="seed", columns="campaign", values="accuracy")
+    row = want[(want["scenario"] == "skew_0.95") & (want["campaign"] == "gba_0.1")
+               & (want["reference"] == "vanilla") & (want["metric"] == "accuracy")]
+    assert (piv["gba_0.1"] - piv["vanilla"]).dropna().mean() == pytest.approx(
+        row["mean_diff"].item(), abs=1e-12)

@@ -56,6 +56,11 @@ def test_tune_two_trials_front_and_resume(ray_session, glyph_data, tmp_path):
     assert trials["train_workers"].eq(1).all()  # trained by Ray Train (world size 1)
     assert (run_dir / "results" / "trials.parquet").exists()
     assert (run_dir / "results" / "pareto.png").stat().st_size > 1000
+    # every trial reads the data and the pretrained trunks (model.pretrained) of the search's
+    # run dir, prepared once, instead of its own copy
+    for trial_dir in sorted((run_dir / "trials").glob("trial_*")):
+        for name in ("data", "pretrained"):
+            assert (trial_dir / name).resolve() == (run_dir / name).resolve(), (trial_dir, name)
 
     # MLflow: the search is one run, each trial a nested run, each trial's campaign under it
     from mlflow.tracking import MlflowClient

@@ -6,6 +6,7 @@ Layout of ``RUN_DIR``::
     study.sqlite          the Optuna study ``rayfal`` (optuna.load_study(study_name="rayfal",
                           storage="sqlite:///RUN_DIR/study.sqlite"))
     data/                 the data set, prepared once and shared by every trial
+    pretrained/           the pretrained trunk (model.pretrained), built once, shared likewise
     trials/trial_NNNN/    one AL campaign per Optuna trial (rayfal run's layout)
     tune/session_NNN/     Ray Tune's experiment of each invocation
     results/              trials.csv/.parquet, best.* or pareto.*, PNG, best_job.yaml | pareto_*.yaml
@@ -231,6 +232,10 @@ def _run_tune(job: str | Path, run_dir: str | Path, *, overrides: list[str] | No
                  include_dashboard=cfg.ray.include_dashboard)
         bundles, campaign_cpus, concurrent = plan_resources(
             spec, trial_cfg, float(ray.cluster_resources().get("CPU", 1)))
+        if trial_cfg.model.pretrained:  # once, before any trial (trials link RUN_DIR/pretrained)
+            from rayfal.campaign.pretrain import ensure_pretrained_trunk
+
+            ensure_pretrained_trunk(trial_cfg.model, pool.input_shape, run_dir)
     scheduler = None
     if spec.scheduler == "asha" and to_run:
         if spec.train_workers > 0 and not state_api_available():

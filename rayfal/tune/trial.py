@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rayfal.models.pretrain import PRETRAINED_DIR
 from rayfal.tune.searcher import TRIAL_DIR_KEY, TRIAL_NUMBER_KEY
 
 DATA_LINK = "data"
@@ -108,12 +109,15 @@ def run_trial(config: dict[str, Any], *, base: dict, run_dir: str, metrics: list
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir / "params.json").write_text(json.dumps(
         {"optuna_number": config.get(TRIAL_NUMBER_KEY), "params": params}, indent=1))
-    link = trial_dir / DATA_LINK  # every trial reads the data prepared once by the tune driver
-    if not link.exists():
-        try:
-            os.symlink(Path(run_dir).resolve() / DATA_LINK, link, target_is_directory=True)
-        except FileExistsError:
-            pass
+    # every trial reads the data (and the pretrained trunks) prepared once by the tune driver
+    for name in (DATA_LINK, PRETRAINED_DIR):
+        link = trial_dir / name
+        if not link.exists():
+            (Path(run_dir).resolve() / name).mkdir(exist_ok=True)
+            try:
+                os.symlink(Path(run_dir).resolve() / name, link, target_is_directory=True)
+            except FileExistsError:
+                pass
     raw = trial_job_fn(base, params)
     from ray.util.queue import Queue
 
