@@ -30,6 +30,13 @@ It prints the ratios, the Spearman correlation of each engine's expected unfairn
 sklearn's, and the machine (CPU model from /proc/cpuinfo, load average)::
 
     .venv/bin/python benchmarks/bench_fairal.py faithful
+
+Command ``ray`` (:func:`main_ray`): the per-candidate refits as the Ray Data job
+(:func:`rayfal.scoring.fairal_refits.fairal_fast_ray`) over growing candidate counts on a local
+Ray, with the driver's anonymous RSS (its heap, sampled every 0.1 s) over its level before each
+call; the smallest size is checked equal to the in-process :func:`fairal_fast`::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_fairal.py ray --candidates 1000,10000,100000
 """
 
 from __future__ import annotations
@@ -85,6 +92,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["faithful"]:
         return main_faithful(argv[1:])
+    if argv[:1] == ["ray"]:
+        return main_ray(argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dims", type=int, default=32)
     ap.add_argument("--labelled", type=int, default=200)
@@ -335,6 +344,78 @@ def main_faithful(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"|L| = {r['labelled']}: speed-ups {ratios}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+    return result
+
+
+
+RAY_OUT = REPO / "benchmarks" / "results" / "fairal_ray.json"
+
+
+def main_ray(argv: list[str] | None = None) -> dict[str, Any]:
+    """``ray`` command (module docstring): time and driver memory of ``fairal_fast_ray``."""
+    ap = argparse.ArgumentParser(description="FairAL refits as a Ray Data job")
+    ap.add_argument("--candidates", default="1000,10000,100000")
+    ap.add_argument("--dims", type=int, default=16)
+    ap.add_argument("--labelled", type=int, default=100)
+    ap.add_argument("--fair", type=int, default=500)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--num-cpus", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=RAY_OUT)
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import ray
+    import ray.data
+    from bench_pool_memory import PeakSampler, status_kib
+
+    from rayfal.acquisition.fairal import RefitConfig, fairal_fast, fit_logistic_head
+    from rayfal.config import ScoringConfig
+    from rayfal.scoring.fairal_refits import ray_refit_scorer
+
+    rng = np.random.default_rng(args.seed)
+    d = args.dims
+    xl = rng.normal(size=(args.labelled, d))
+    yl = (xl[:, 0] + 0.5 * rng.normal(size=args.labelled) > 0).astype(int)
+    xf, gf = rng.normal(size=(args.fair, d)), rng.integers(0, 2, args.fair)
+    head = fit_logistic_head(xl, yl, 2, binary=False, steps=50, lr=0.5)
+    cfg = RefitConfig(steps=args.steps, lr=1.0, l2=1e-3)
+    sizes = [int(n) for n in args.candidates.split(",")]
+    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False,
+             object_store_memory=1_000_000_000, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    scorer, plan = ray_refit_scorer(ScoringConfig(compute="actors"), ray.cluster_resources())
+    points = []
+    try:
+        for n in sizes:
+            x_cand = rng.normal(size=(n, d)) * 1.5
+            before, load0 = status_kib()["RssAnon"], loadavg()
+            t0 = time.perf_counter()
+            with PeakSampler() as peak:
+                got = scorer(head, xl, yl, x_cand, xf, gf, refit=cfg, measure="dp", alpha=0.5)
+            wall = time.perf_counter() - t0
+            point = {"candidates": n, "wall_s": round(wall, 1),
+                     "candidates_per_s": round(n / wall, 1),
+                     "driver_anon_peak_over_before_mib":
+                         round((peak.peak["RssAnon"] - before) / 1024, 1),
+                     "driver_anon_before_mib": round(before / 1024, 1),
+                     "candidate_table_mib": round(x_cand.nbytes / 2**20, 1),
+                     "loadavg_before": load0, "loadavg_after": loadavg()}
+            if n == sizes[0]:
+                want = fairal_fast(head, xl, yl, x_cand, xf, gf, refit=cfg, measure="dp",
+                                   alpha=0.5)
+                point["equal_to_in_process"] = bool(np.array_equal(got.score, want.score))
+            print(json.dumps(point), flush=True)
+            points.append(point)
+    finally:
+        ray.shutdown()
+    result = {"benchmark": "fairal_ray",
+              "command": "python " + " ".join(["benchmarks/bench_fairal.py", "ray", *argv]),
+              "args": {k: str(v) for k, v in vars(args).items()}, "actor_pool": plan,
+              "cpu": cpu_model(), "points": points,
+              "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     return result
 

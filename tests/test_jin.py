@@ -168,6 +168,11 @@ def test_jin_terms_known_answer_on_hand_set_linear_models() -> None:
     want_std, want_rob = _kl(p_s, p_r), _kl(p_r, p_adv)
     np.testing.assert_allclose(got_std, want_std, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got_rob, want_rob, rtol=1e-5, atol=1e-6)
+    # the diagnostics' by-product: M_R's (not M_S's) confidence on the benign input
+    *terms, conf = jin_batch_terms(m_s, m_r, x, ids, attack=attack, seed=9, return_conf=True)
+    np.testing.assert_allclose(terms[1], want_rob, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(conf, p_r.max(1).values.numpy(), rtol=1e-6, atol=1e-7)
+    assert np.abs(p_s.max(1).values.numpy() - conf).max() > 0.1
     # the independent implementation (used against Ray below) agrees with the closed form
     ref_std, ref_rob = _reference_jin_terms(m_s, m_r, x, ids, eps=eps, alpha=alpha, steps=steps,
                                             seed=9, clamp=None)
@@ -265,6 +270,16 @@ def test_ray_jin_scores_do_not_depend_on_the_shard_split(ray_session, tiny_pool_
     want = (i_std[m] - i_std[m].mean()) / i_std[m].std() + (
         i_rob[m] - i_rob[m].mean()) / i_rob[m].std()
     np.testing.assert_allclose([sa[i] for i in ids[m].tolist()], want, rtol=0, atol=1e-9)
+    # the per-row raw terms and M_R's confidence kept for the diagnostics are aligned with
+    # scored_row_id (whatever the shard order)
+    with torch.no_grad(), deterministic_dropout():
+        conf_r = F.softmax(m_r(x), 1).max(1).values.numpy()
+    pos = {int(i): k for k, i in enumerate(ids.tolist())}
+    for res in (a, b):
+        k = np.asarray([pos[int(i)] for i in res.scored_row_id])
+        np.testing.assert_allclose(res.scored_i_rob, i_rob[k], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(res.scored_i_std, i_std[k], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(res.scored_conf_r, conf_r[k], rtol=0, atol=1e-6)
     assert set(sel_a.tolist()) == set(ids[m][np.argsort(-want)[:6]].tolist())
 
 
@@ -284,10 +299,13 @@ def test_tiny_jin_campaign_through_the_campaign_layer(ray_session, tmp_path):
         "scoring": {"compute": "tasks", "batch_size": 16},
         "evaluation": {"mc_samples": 2, "robust": True, "robust_steps": 2, "val_fraction": 0.5,
                        "worst_group_by": "robust_accuracy"},
-        "campaigns": [{"strategy": "jin", "params": {"steps": 1}}],
+        "campaigns": [{"strategy": "jin", "params": {"steps": 1}},
+                      {"strategy": "group_random"}],
     }
     cfg = config_from_dict(raw)
     df = run_job(cfg, cfg.to_dict(), tmp_path / "run", progress=False)
+    grand_df = df[df["campaign"] == "group_random"]
+    df = df[df["campaign"] == "jin"].reset_index(drop=True)
     assert list(df["round"]) == [0, 1]
     r0 = df.iloc[0]
     for key in ("F_std", "F_rob", "std_disparity", "rob_group_avg", "rob_acc_group_1"):
@@ -300,5 +318,35 @@ def test_tiny_jin_campaign_through_the_campaign_layer(ray_session, tmp_path):
     sel_groups = pool.take(np.asarray(rec["selected"], np.int64), [S.GROUP])[S.GROUP]
     assert len(rec["selected"]) == 4 and set(sel_groups.tolist()) == {rec["worst_group"]}
     assert (tmp_path / "run/campaigns/jin/seed_0/round_000/m_std/model.safetensors").exists()
+    # diagnostics: every pick in z* (z* has >= B unlabelled rows), as for G-RAND
+    assert rec["jin_pick_share_zstar"] == 1.0 and rec["grand_pick_share_zstar"] == 1.0
+    # the overlap with G-RAND from the same state equals the overlap with the G-RAND campaign's
+    # own round-0 query (same seed, initial labels, round-0 model, hence the same z*)
+    grand = json.loads((tmp_path / "run/campaigns/group_random/seed_0/rounds/round_000.json"
+                        ).read_text())
+    assert grand["worst_group"] == rec["worst_group"] and len(grand_df) == 2
+    a, b = set(rec["selected"]), set(grand["selected"])
+    assert rec["jin_grand_jaccard"] == pytest.approx(len(a & b) / len(a | b))
+    k = 4 * 4 / rec["jin_rows_scored"]
+    assert rec["jin_grand_jaccard_chance"] == pytest.approx(k / (8 - k))
+    assert -1.0 <= rec["jin_spearman_rob_conf"] <= 1.0
+    assert 0.0 < rec["jin_pick_conf_r_mean"] <= 1.0
+    # M_S's clean test accuracy, recomputed here from its checkpoint and the reported test set
+    from rayfal.data.splits import validation_mask
+    from rayfal.models.checkpoint import load_checkpoint
+    from rayfal.models.predict import deterministic_probs
+
+    test = Pool(str(next((tmp_path / "run/data").glob("glyphs-*")) / "test" / "*.parquet"))
+    rows = test.read_all([S.ROW_ID, test.feature_column, S.LABEL, S.GROUP])
+    keep = ~validation_mask(rows[S.ROW_ID], 0.5)
+    xt = torch.from_numpy(S.to_model_input(rows[test.feature_column][keep], test.input_shape))
+    m_std = load_checkpoint(tmp_path / "run/campaigns/jin/seed_0/round_000/m_std")[0]
+    pred = deterministic_probs(m_std, xt).argmax(1)
+    assert rec["ms_std_accuracy"] == pytest.approx(float(np.mean(pred == rows[S.LABEL][keep])))
+    for g in (0, 1):
+        m = rows[S.GROUP][keep] == g
+        assert rec[f"ms_std_acc_group_{g}"] == pytest.approx(
+            float(np.mean(pred[m] == rows[S.LABEL][keep][m])))
+    assert 0.0 <= rec["mr_std_accuracy"] <= 1.0
     # the reported test set excludes the validation rows
     assert df.iloc[1]["n_labelled"] == 16

@@ -112,6 +112,67 @@ def test_is_known_and_group_counts(image_pool: Pool) -> None:
     assert 2 not in image_pool.group_counts(exclude=ids_g2)
 
 
+def test_index_is_memory_mapped_and_read_only(image_pool: Pool) -> None:
+    """The per-row index lives in memory-mapped (unlinked) files, not in the driver's heap;
+    the unsorted pool keeps a sorted copy and its permutation, in file order otherwise."""
+    import mmap
+
+    np.testing.assert_array_equal(image_pool.row_ids(), ALL_IDS)
+    np.testing.assert_array_equal(image_pool.groups(), ALL_IDS % 3)
+    idx = image_pool.index
+    for a in (idx.row_id, idx.group, idx.sorted_ids, idx.order):
+        assert isinstance(getattr(a.base, "obj", a.base), mmap.mmap)
+        assert not a.flags.writeable and a.dtype == np.int64
+    np.testing.assert_array_equal(idx.sorted_ids, np.sort(ALL_IDS))
+    np.testing.assert_array_equal(idx.row_id[idx.order], idx.sorted_ids)
+    with pytest.raises(ValueError, match="read-only"):
+        image_pool.row_ids()[0] = 1
+    np.testing.assert_array_equal(image_pool.groups_of(np.array([64, 7, 2**40])),
+                                  [64 % 3, 7 % 3, 2**40 % 3])
+    with pytest.raises(PoolError, match=r"unknown row_id\(s\) \[8\]"):
+        image_pool.groups_of(np.array([7, 8]))
+
+
+def test_increasing_pool_needs_no_sorted_copy(tmp_path: Path, monkeypatch) -> None:
+    """Row ids increasing across the (sorted) files: the index is the file-order arrays alone;
+    group counts are summed over scan steps (3 rows a step here) and equal numpy's."""
+    import rayfal.data.pool as pool_mod
+
+    monkeypatch.setattr(pool_mod, "_STEP", 3)
+    ids = [np.array([2, 5, 9, 10]), np.array([11, 40]), np.array([41, 42, 50, 77, 78])]
+    groups = [np.array([0, 3, 3, 1]), np.array([1, 1]), np.array([0, 3, 3, 3, 1])]
+    for i, (a, g) in enumerate(zip(ids, groups, strict=True)):
+        _write_feature_shard(tmp_path / "p" / f"part-{i}.parquet", a, group=g)
+    pool = Pool(str(tmp_path / "p"))
+    assert pool.index.order is None and pool.index.sorted_ids is pool.index.row_id
+    assert pool.num_rows == 11
+    assert pool.group_counts() == {0: 2, 1: 4, 3: 5}
+    assert pool.group_counts(exclude=np.array([9, 9, 5, 2, 1234])) == {0: 1, 1: 4, 3: 3}
+    np.testing.assert_array_equal(pool.is_known(np.array([1, 2, 40, 79, 78])),
+                                  [False, True, True, False, True])
+    np.testing.assert_array_equal(pool.groups_of(np.array([78, 2, 11])), [1, 0, 1])
+    # the same pool with its rows shuffled across files: same answers through the sorted copy
+    perm = np.random.default_rng(0).permutation(11)
+    all_ids, all_g = np.concatenate(ids)[perm], np.concatenate(groups)[perm]
+    for i, sl in enumerate((slice(0, 5), slice(5, 11))):
+        _write_feature_shard(tmp_path / "q" / f"part-{i}.parquet", all_ids[sl], group=all_g[sl])
+    shuffled = Pool(str(tmp_path / "q"))
+    assert shuffled.index.order is not None
+    np.testing.assert_array_equal(shuffled.row_ids(), all_ids)
+    assert shuffled.group_counts(exclude=np.array([9, 5, 2])) == {0: 1, 1: 4, 3: 3}
+    np.testing.assert_array_equal(shuffled.groups_of(np.array([78, 2, 11])), [1, 0, 1])
+
+
+def test_duplicate_within_one_shard_and_across_steps(tmp_path: Path, monkeypatch) -> None:
+    import rayfal.data.pool as pool_mod
+
+    monkeypatch.setattr(pool_mod, "_STEP", 2)  # duplicates on both sides of a step boundary
+    _write_feature_shard(tmp_path / "p" / "part-0.parquet", [1, 2, 3, 3])
+    _write_feature_shard(tmp_path / "p" / "part-1.parquet", [4, 5, 6, 5])
+    with pytest.raises(PoolError, match=r"2 duplicated row_id\(s\), e.g. \[3, 5\]"):
+        Pool(str(tmp_path / "p"))
+
+
 def test_read_all_and_model_input_through_the_pool(image_pool: Pool) -> None:
     rows = image_pool.read_all([S.IMAGE, S.ROW_ID])
     x = S.to_model_input(rows[S.IMAGE], image_pool.input_shape)

@@ -4,7 +4,10 @@
   the driver keeps a bounded candidate table and the strategy's ``select`` picks from it;
 * ``two_pass`` — JIN: the campaign layer trains the auxiliary standard model ``M_S`` (Ray Train,
   same labelled set, initial weights and seed as the campaign's robust ``M_R``), then the pool
-  is scored in two passes (:func:`rayfal.scoring.two_pass.score_pool_jin`);
+  is scored in two passes (:func:`rayfal.scoring.two_pass.score_pool_jin`); the record gets
+  JIN's diagnostics (:mod:`rayfal.acquisition.jin_diagnostics`: M_S vs M_R clean test accuracy,
+  the picks' share in ``z*`` and Jaccard overlap with G-RAND's pick from the same state,
+  Spearman of each score term with M_R's confidence over the scored rows);
 * ``whole_pool`` — a :class:`~rayfal.acquisition.view.PoolView` of the round (labelled set,
   model, and what the strategy ``requires``: meta split, fairness set, oracle, a meta-trained
   policy) is handed to ``select_pool``.
@@ -23,11 +26,20 @@ from typing import Any
 
 import numpy as np
 
-from rayfal.acquisition.base import Strategy, make_strategy, strategy_class
+from rayfal.acquisition.base import Strategy, make_strategy, select_in_memory, strategy_class
+from rayfal.acquisition.jin_diagnostics import (
+    chance_jaccard,
+    clean_accuracy,
+    pick_overlap,
+    share_in_group,
+    spearman,
+)
 from rayfal.acquisition.view import LabelledSet, PoolView, check_selection, subsample_ids
 from rayfal.campaign.evaluate import worst_group
 from rayfal.campaign.warm_start import round_init_state
 from rayfal.data import schema as S
+from rayfal.models.checkpoint import load_checkpoint
+from rayfal.models.predict import deterministic_probs
 from rayfal.scoring.per_row import score_pool
 from rayfal.scoring.two_pass import score_pool_jin
 from rayfal.training.distributed import fit_round
@@ -106,6 +118,8 @@ def select_round(ctx, st: RoundState) -> Selection:
         by_id = dict(zip(cand.row_id.tolist(), cand.score.tolist(), strict=True))
         sel = Selection(selected, dict(cand.group_counts), res.seconds, res.nodes,
                         scores=np.asarray([by_id.get(int(i), np.nan) for i in selected]))
+        if strategy.kind == "two_pass":
+            record.update(_jin_pick_fields(ctx, st, kwargs.get("worst_group"), selected, res))
     ids = st.labelled["row_id"]
     if len(np.unique(sel.selected)) != len(sel.selected) or np.isin(sel.selected, ids).any():
         raise RuntimeError(f"strategy '{strategy.name}' selected repeated/labelled rows")
@@ -127,17 +141,62 @@ def _score_two_pass(ctx, st: RoundState, kwargs: dict, weights: bytes):
               out_dir=ms_dir, storage_path=ctx.run_dir / "_ray_train",
               run_name=f"{st.name}-s{st.seed}-r{st.r}-mstd")
     ms_seconds = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    test = ctx.test  # M_S vs M_R clean accuracy on the reported test set (Eq. 2's premise)
+    pred_s = deterministic_probs(load_checkpoint(ms_dir)[0], test.x).argmax(1)
+    pred_r = deterministic_probs(st.model, test.x).argmax(1)
+    acc = {**clean_accuracy(test.y, pred_s, test.group, "ms_std_"),
+           "mr_std_accuracy": clean_accuracy(test.y, pred_r, test.group, "")["accuracy"]}
+    ms_eval_seconds = time.perf_counter() - t1
     res = score_pool_jin(
         ctx.pool, strategy=st.strategy, strategy_params=kwargs, seed=st.seed, round=st.r,
         budget=ctx.cfg.al.query_size, labelled=st.labelled["row_id"],
         model_std=(st.spec, (ms_dir / "model.safetensors").read_bytes()),
         model_rob=(st.spec, weights), cfg=ctx.cfg.scoring, use_gpu=st.training.use_gpu,
         progress=ctx.progress)
-    extra = {"ms_train_seconds": ms_seconds, "jin_rows_scored": int(len(res.scored_row_id))}
+    extra = {"ms_train_seconds": ms_seconds, "ms_eval_seconds": ms_eval_seconds,
+             "jin_rows_scored": int(len(res.scored_row_id)), **acc}
     for name, m in (("std", res.moments_std), ("rob", res.moments_rob)):
         extra[f"jin_I_{name}_mean"] = float(m.mean) if m.count else float("nan")
         extra[f"jin_I_{name}_std"] = m.std if m.count else float("nan")
+    # Spearman over the scored rows (z*'s unlabelled rows) of each raw term with M_R's
+    # confidence max_c p(x, M_R), which pass 1 computes anyway (no extra model call)
+    n = len(res.scored_row_id)
+    extra["jin_spearman_rob_conf"] = (spearman(res.scored_i_rob, res.scored_conf_r) if n
+                                      else float("nan"))
+    extra["jin_spearman_std_conf"] = (spearman(res.scored_i_std, res.scored_conf_r) if n
+                                      else float("nan"))
     return res, extra
+
+
+def _jin_pick_fields(ctx, st: RoundState, z: int | None, selected: np.ndarray, res
+                     ) -> dict[str, Any]:
+    """JIN's pick against G-RAND's from the same state (labelled set, ``z*``, seed, round):
+    the share of JIN's picks in ``z*`` (1 for G-RAND when ``z*`` has >= B unlabelled rows),
+    G-RAND's share, their Jaccard overlap (G-RAND's own seeded uniform keys, in memory on the
+    pool's row_id/group index: no model call) and the mean M_R confidence of JIN's picks vs
+    all scored rows."""
+    ids, groups = ctx.pool.row_ids(), ctx.pool.groups()
+    by_id = dict(zip(ids.tolist(), groups.tolist(), strict=True))
+    picked_groups = np.asarray([by_id[int(i)] for i in selected], np.int64)
+    grand = select_in_memory(
+        make_strategy("group_random", seed=st.seed, round=st.r, worst_group=z), ids, groups,
+        len(selected), labelled=np.asarray(st.labelled["row_id"], np.int64))
+    grand_groups = np.asarray([by_id[int(i)] for i in grand], np.int64)
+    conf = dict(zip(res.scored_row_id.tolist(), res.scored_conf_r.tolist(), strict=True))
+    picked_conf = [conf[int(i)] for i in selected if int(i) in conf]
+    nan = float("nan")
+    return {
+        "jin_pick_share_zstar": share_in_group(picked_groups, z) if z is not None else nan,
+        "grand_pick_share_zstar": share_in_group(grand_groups, z) if z is not None else nan,
+        "jin_grand_jaccard": pick_overlap(selected, grand),
+        # the same for two independent uniform picks from z*'s unlabelled rows (JIN's scope)
+        "jin_grand_jaccard_chance": chance_jaccard(len(res.scored_row_id), len(selected),
+                                                   len(grand)),
+        "jin_pick_conf_r_mean": float(np.mean(picked_conf)) if picked_conf else nan,
+        "jin_scored_conf_r_mean": (float(np.mean(res.scored_conf_r))
+                                   if len(res.scored_conf_r) else nan),
+    }
 
 
 def _sample_split(split, size: int | None, seed: int, salt: int) -> LabelledSet:
@@ -181,6 +240,13 @@ def _select_whole_pool(ctx, st: RoundState, strategy: Strategy) -> Selection:
         seed=st.seed, round=st.r, n_rounds=max(1, st.n_rounds), fairness=fairness, meta=meta,
         oracle=st.oracle,
         policy=policy, work_dir=st.work_dir, mc_samples=cfg.scoring.mc_samples, info=info)
+    from rayfal.acquisition.fairal import FairALStrategy
+    from rayfal.scoring.fairal_refits import ray_refit_scorer, use_ray_refits
+
+    if isinstance(strategy, FairALStrategy) and use_ray_refits(cfg.scoring, ctx.pool.num_rows):
+        import ray  # FairAL's refits as a Ray Data job (the driver keeps the candidate table)
+
+        strategy.use_refit_scorer(*ray_refit_scorer(cfg.scoring, ray.cluster_resources()))
     selected = check_selection(strategy, view, strategy.select_pool(view, cfg.al.query_size),
                                cfg.al.query_size)
     if view.info:

@@ -2,8 +2,13 @@
 
 Opening a pool validates every file's schema (errors name the file and column; an image
 column's ``rayfal.image_shape`` metadata must match its row length) and that ``row_id`` is
-unique and ``group`` has no nulls; only the ``row_id`` column (8 bytes a row) is kept in memory.
-Rows are fetched by ``row_id`` with a filtered, streaming scan.
+unique and ``group`` has no nulls. The per-row index (every ``row_id`` and ``group``, in file
+order) is streamed file by file into unlinked temporary files and memory-mapped read-only
+(:class:`PoolIndex`), so the driver holds no per-row copy in its heap: pages are read from the
+page cache when touched and the kernel can drop them. Pools whose ``row_id`` increase across the
+(sorted) files, as every pool rayfal writes, need no sorted copy; others get a sorted copy and
+its permutation, also memory-mapped. Rows are fetched by ``row_id`` with a filtered, streaming
+scan.
 
 The values of every row (labels ``>= 0``, groups ``>= 0``, finite features) are checked file by
 file by :func:`rayfal.data.validate.validate_pool` when the pool is opened with a check cache:
@@ -15,7 +20,10 @@ from __future__ import annotations
 
 import glob
 import json
+import mmap
+import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +35,46 @@ import pyarrow.parquet as pq
 from rayfal.data import schema as S
 from rayfal.data.validate import PoolError, current_check_cache, validate_pool
 
-__all__ = ["Pool", "PoolError", "expand_paths"]
+__all__ = ["Pool", "PoolError", "PoolIndex", "expand_paths"]
+
+#: rows per step when the index is scanned (group counts, copies): bounds temporaries
+_STEP = 1 << 20
+
+
+def _mapped(values: np.ndarray | None, n: int, *, writable: bool = False) -> np.ndarray:
+    """A read-only (or writable) int64 array of ``n`` values in an unlinked temporary file,
+    memory-mapped (shared mapping); filled from ``values`` when given."""
+    with tempfile.TemporaryFile(prefix="rayfal-pool-index-") as fh:
+        if values is not None:
+            np.ascontiguousarray(values, dtype=np.int64).tofile(fh)
+        else:
+            fh.truncate(8 * n)
+        fh.flush()
+        mm = mmap.mmap(fh.fileno(), 8 * n, access=mmap.ACCESS_WRITE if writable
+                       else mmap.ACCESS_READ)
+    return np.frombuffer(mm, dtype=np.int64, count=n)
+
+
+@dataclass(frozen=True)
+class PoolIndex:
+    """The memory-mapped per-row index of a pool (module docstring): ``row_id`` and ``group``
+    in file order, ``sorted_ids`` (``row_id`` itself when already increasing) and ``order``
+    (``row_id[order] == sorted_ids``; ``None`` when increasing). All int64, read-only."""
+
+    row_id: np.ndarray
+    group: np.ndarray
+    sorted_ids: np.ndarray
+    order: np.ndarray | None
+
+    def positions(self, row_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(known, pos)``: whether each id is in the pool, and for the known ones their
+        positions in file order."""
+        ids = np.asarray(row_ids, dtype=np.int64)
+        n = len(self.sorted_ids)
+        at = np.minimum(np.searchsorted(self.sorted_ids, ids), n - 1)
+        known = self.sorted_ids[at] == ids
+        at = at[known]
+        return known, (at if self.order is None else self.order[at])
 
 
 def expand_paths(pattern: str | Sequence[str]) -> list[str]:
@@ -74,9 +121,8 @@ class Pool:
         self.input_shape = self._input_shape(self.schema)
         self.has_labels = S.LABEL in self.schema.names
         self._dataset = pads.dataset(self.files, schema=self.schema, format="parquet")
-        self._row_ids, self._groups = self._load_index()
-        self._sorted_ids = np.sort(self._row_ids)
-        self.num_rows = len(self._row_ids)
+        self.index = self._load_index()
+        self.num_rows = len(self.index.row_id)
         cache = check_cache if check_cache is not None else current_check_cache()
         #: the row checks (:class:`rayfal.data.validate.PoolCheck`) when they ran on opening
         self.checked = validate_pool(self, cache_dir=cache) if cache is not None else None
@@ -145,49 +191,97 @@ class Pool:
                             f"{h * w * c} values per image, but the 'image' column has "
                             f"{field_type.list_size} per row")
 
-    def _load_index(self) -> tuple[np.ndarray, np.ndarray]:
-        ids, groups = [], []
-        for f in self.files:
-            try:
-                t = pq.read_table(f, columns=[S.ROW_ID, S.GROUP])
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise PoolError(f"{self.name}: cannot read {f}: {exc}") from None
-            for col in (S.ROW_ID, S.GROUP):
-                if t.column(col).null_count:
-                    raise PoolError(f"{self.name}: {f}: column '{col}' has null values")
-            ids.append(t.column(S.ROW_ID).to_numpy().astype(np.int64))
-            groups.append(t.column(S.GROUP).to_numpy().astype(np.int64))
-        row_ids = np.concatenate(ids)
-        if len(row_ids) == 0:
-            raise PoolError(f"{self.name}: {self.files} hold no rows")
-        uniq, counts = np.unique(row_ids, return_counts=True)
-        if len(uniq) != len(row_ids):
-            dup = uniq[counts > 1]
-            where = [f for f, a in zip(self.files, ids, strict=True) if np.isin(dup[:10], a).any()]
+    def _read_index_columns(self, f: str) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            t = pq.read_table(f, columns=[S.ROW_ID, S.GROUP])
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise PoolError(f"{self.name}: cannot read {f}: {exc}") from None
+        for col in (S.ROW_ID, S.GROUP):
+            if t.column(col).null_count:
+                raise PoolError(f"{self.name}: {f}: column '{col}' has null values")
+        return (t.column(S.ROW_ID).to_numpy().astype(np.int64, copy=False),
+                t.column(S.GROUP).to_numpy().astype(np.int64, copy=False))
+
+    def _load_index(self) -> PoolIndex:
+        """Stream ``row_id``/``group`` file by file into the memory-mapped index (at most one
+        file's columns in the heap), checking nulls and that ``row_id`` is unique."""
+        increasing, last, n = True, None, 0
+        with (tempfile.TemporaryFile(prefix="rayfal-pool-ids-") as ids_fh,
+              tempfile.TemporaryFile(prefix="rayfal-pool-groups-") as grp_fh):
+            for f in self.files:
+                ids, groups = self._read_index_columns(f)
+                if len(ids):
+                    increasing = increasing and (last is None or int(ids[0]) > last) and bool(
+                        np.all(ids[1:] > ids[:-1]))
+                    last = int(ids[-1])
+                ids.tofile(ids_fh)
+                groups.tofile(grp_fh)
+                n += len(ids)
+            if n == 0:
+                raise PoolError(f"{self.name}: {self.files} hold no rows")
+            ids_fh.flush()
+            grp_fh.flush()
+            row_id = np.frombuffer(mmap.mmap(ids_fh.fileno(), 8 * n, access=mmap.ACCESS_READ),
+                                   dtype=np.int64, count=n)
+            group = np.frombuffer(mmap.mmap(grp_fh.fileno(), 8 * n, access=mmap.ACCESS_READ),
+                                  dtype=np.int64, count=n)
+        if increasing:  # strictly increasing: unique, and already the sorted ids
+            return PoolIndex(row_id, group, row_id, None)
+        order = _mapped(np.argsort(row_id, kind="stable"), n)
+        sorted_ids = _mapped(None, n, writable=True)
+        for s in range(0, n, _STEP):
+            sorted_ids[s : s + _STEP] = row_id[order[s : s + _STEP]]
+        dups = []
+        for s in range(0, n, _STEP):
+            step = sorted_ids[s : s + _STEP + 1]
+            dups.append(step[1:][step[1:] == step[:-1]])
+        dup = np.unique(np.concatenate(dups))
+        if len(dup):
+            where = [f for f in self.files
+                     if np.isin(dup[:10], self._read_index_columns(f)[0]).any()]
             raise PoolError(
                 f"{self.name}: {len(dup)} duplicated row_id(s), e.g. {dup[:10].tolist()} "
                 f"(in {', '.join(where[:4])}{', ...' if len(where) > 4 else ''})"
             )
-        return row_ids, np.concatenate(groups)
+        sorted_ids.flags.writeable = False
+        return PoolIndex(row_id, group, sorted_ids, order)
 
     # ------------------------------------------------------------------ queries
     def row_ids(self) -> np.ndarray:
-        return self._row_ids
+        """Every ``row_id`` in file order (read-only, memory-mapped)."""
+        return self.index.row_id
 
     def groups(self) -> np.ndarray:
-        """Group of every row, aligned with :meth:`row_ids`."""
-        return self._groups
+        """Group of every row, aligned with :meth:`row_ids` (read-only, memory-mapped)."""
+        return self.index.group
 
     def is_known(self, row_ids: np.ndarray) -> np.ndarray:
-        ids = np.asarray(row_ids, dtype=np.int64)
-        pos = np.searchsorted(self._sorted_ids, ids)
-        pos = np.minimum(pos, len(self._sorted_ids) - 1)
-        return self._sorted_ids[pos] == ids
+        return self.index.positions(row_ids)[0]
+
+    def groups_of(self, row_ids: np.ndarray) -> np.ndarray:
+        """The group of each of these (known) row_ids, in the order given."""
+        known, pos = self.index.positions(row_ids)
+        if not known.all():
+            raise PoolError(f"{self.name}: unknown row_id(s) "
+                            f"{np.asarray(row_ids)[~known][:20].tolist()}")
+        return self.index.group[pos]
 
     def group_counts(self, exclude: np.ndarray | None = None) -> dict[int, int]:
-        g = self._groups if exclude is None else self._groups[~np.isin(self._row_ids, exclude)]
-        vals, counts = np.unique(g, return_counts=True)
-        return dict(zip(vals.tolist(), counts.tolist(), strict=True))
+        """Rows per group, less the rows ``exclude`` names (ids not in the pool are ignored);
+        groups left with no row are left out. Scans the index in steps (bounded memory)."""
+        counts: dict[int, int] = {}
+
+        def add(g: np.ndarray, sign: int) -> None:
+            vals, cs = np.unique(g, return_counts=True)
+            for v, c in zip(vals.tolist(), cs.tolist(), strict=True):
+                counts[v] = counts.get(v, 0) + sign * c
+
+        for s in range(0, self.num_rows, _STEP):
+            add(self.index.group[s : s + _STEP], 1)
+        if exclude is not None and len(exclude):
+            known, pos = self.index.positions(np.unique(np.asarray(exclude, dtype=np.int64)))
+            add(self.index.group[pos], -1)
+        return {g: c for g, c in sorted(counts.items()) if c > 0}
 
     def take(self, row_ids: np.ndarray, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Rows with these ids, in the order given; feature columns as ``[n, K]`` arrays."""

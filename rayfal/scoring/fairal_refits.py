@@ -9,11 +9,21 @@ the tensor program the in-process path runs on it and the result is identical bi
 The driver keeps only the candidate table (ids, features for ``p(k|x)``) and the ``[N, K]``
 result; it combines them with :func:`~rayfal.acquisition.fairal.scores.combine_scores` as the
 in-process path does.
+
+:func:`use_ray_refits` and :func:`ray_refit_scorer` are what the campaign layer uses to hand
+this job to :class:`~rayfal.acquisition.fairal.FairALStrategy` (as a value: the strategy never
+imports Ray): Ray compute when the job's ``scoring.compute`` is ``actors`` or ``tasks``, or
+``auto`` with at least ``scoring.actor_min_rows`` pool rows; the actor pool sized by
+:func:`~rayfal.scoring.per_row.actor_pool_size` (one whole CPU left free, as for pool scoring).
+The refit actors compute on the CPU (float64, the in-process path's numbers bit for bit).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +38,7 @@ from rayfal.acquisition.fairal.scores import (
     _per_label_chunk,
     _prepare,
 )
+from rayfal.config import ScoringConfig
 
 CAND, CHUNK, CHUNK_LEN, X = "cand", "chunk", "chunk_len", "x"
 
@@ -121,3 +132,21 @@ def fairal_fast_ray(
                                "without a result")
         del shared_ref
     return _finish(inp, per_label, alpha)
+
+
+def use_ray_refits(cfg: ScoringConfig, pool_rows: int) -> bool:
+    """Whether FairAL's refits go to Ray: ``scoring.compute`` ``actors``/``tasks``, or ``auto``
+    with at least ``actor_min_rows`` pool rows (the threshold per-row scoring uses)."""
+    return cfg.compute != "auto" or pool_rows >= cfg.actor_min_rows
+
+
+def ray_refit_scorer(cfg: ScoringConfig, cluster: dict[str, float]
+                     ) -> tuple[Callable[..., FairALScores], dict[str, Any]]:
+    """:func:`fairal_fast_ray` bound to the actor pool the job's ``scoring`` section and the
+    cluster's resources (``ray.cluster_resources()``) give, and a record of it."""
+    from rayfal.scoring.per_row import actor_pool_size
+
+    plan = actor_pool_size(cfg, cluster)
+    fn = partial(fairal_fast_ray, actors=plan.size, cpus_per_actor=plan.cpus)
+    return fn, {"refits": "ray_data", "refit_actors": plan.size,
+                "refit_cpus_per_actor": plan.cpus}

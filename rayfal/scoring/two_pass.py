@@ -5,15 +5,16 @@ Pass 1 (Ray Data, actor or task pool): every batch of the pool drops labelled ro
 unlabelled rows of the worst group ``z*`` only, the worker runs the standard model ``M_S`` and
 the robust model ``M_R`` on the benign input, attacks ``M_R`` with batched L-inf PGD
 (:func:`rayfal.attacks.pgd_row_keyed`, random start keyed by row_id) and returns the raw
-inconsistencies ``I_std`` (Eq. 2) and ``I_rob`` (Eq. 3) per row. The driver folds each output
-batch into mergeable :class:`~rayfal.acquisition.jin.RunningMoments` (Chan's parallel merge),
-giving the *global* mean/std over every scored row of every shard (Eq. 4).
+inconsistencies ``I_std`` (Eq. 2) and ``I_rob`` (Eq. 3) per row, with the robust model's
+confidence ``max_c p(x, M_R)`` (a by-product, kept for the round's diagnostics). The driver
+folds each output batch into mergeable :class:`~rayfal.acquisition.jin.RunningMoments` (Chan's
+parallel merge), giving the *global* mean/std over every scored row of every shard (Eq. 4).
 
 Pass 2 (driver-side finalisation): ``I = N(I_std) + N(I_rob)`` with the global moments, for
 every scored row. The top-``B`` of a sum of two z-scores is not determined by per-term top-k
-lists, so the driver keeps ``(row_id, I_std, I_rob)`` for every scored (unlabelled, ``z*``) row:
-O(rows of z*) memory, 24 bytes a row (a 10^7-row worst group = 240 MB; beyond that a second
-Ray Data pass over spilled per-row terms would be needed). Rows outside ``z*`` are not scored
+lists, so the driver keeps ``(row_id, I_std, I_rob, conf_R)`` for every scored (unlabelled,
+``z*``) row: O(rows of z*) memory, 32 bytes a row (a 10^7-row worst group = 320 MB; beyond
+that a second Ray Data pass over spilled per-row terms would be needed). Rows outside ``z*`` are not scored
 (no model call); they go through a bounded :class:`CandidateReducer` with a constant score so
 that a query can be filled uniformly at random when ``z*`` has fewer than ``B`` unlabelled rows.
 The result is exactly the in-memory reference (:func:`rayfal.acquisition.select_in_memory`)
@@ -61,16 +62,21 @@ def attack_seed(seed: int, round: int) -> int:
 
 def jin_batch_terms(
     m_s: torch.nn.Module, m_r: torch.nn.Module, x: torch.Tensor, row_id: np.ndarray, *,
-    attack: AttackSpec, seed: int,
-) -> tuple[np.ndarray, np.ndarray]:
+    attack: AttackSpec, seed: int, return_conf: bool = False,
+) -> tuple[np.ndarray, ...]:
     """``(I_std, I_rob)`` for one batch (Eq. 2, 3). ``attack.loss == "ce"`` attacks the robust
-    model's predicted label (the rows are unlabelled)."""
+    model's predicted label (the rows are unlabelled). With ``return_conf`` a third array, the
+    robust model's confidence ``max_c p(x, M_R)`` on the benign input (a by-product kept for
+    the round's diagnostics)."""
     p_s = deterministic_probs(m_s, x)
     p_r = deterministic_probs(m_r, x)
     y = torch.from_numpy(p_r.argmax(1)) if attack.loss == "ce" else None
     x_adv = pgd_row_keyed(m_r, x, y, row_keys=row_id, seed=seed, attack=attack)
     p_adv = deterministic_probs(m_r, x_adv)
-    return inconsistency_std(p_s, p_r), inconsistency_rob(p_r, p_adv)
+    terms = (inconsistency_std(p_s, p_r), inconsistency_rob(p_r, p_adv))
+    if return_conf:
+        return (*terms, np.asarray(p_r, np.float64).max(axis=1))
+    return terms
 
 
 class JinScorer:
@@ -113,14 +119,16 @@ class JinScorer:
             group == self.worst_group)
         i_std = np.zeros(len(row_id))
         i_rob = np.zeros(len(row_id))
+        conf_r = np.zeros(len(row_id))
         if scope.any():
             feats = np.asarray(batch[self.feature_column])[keep][scope]
             x = torch.from_numpy(S.to_model_input(feats, self.input_shape)).to(self.device)
-            i_std[scope], i_rob[scope] = jin_batch_terms(
+            i_std[scope], i_rob[scope], conf_r[scope] = jin_batch_terms(
                 self.models[0], self.models[1], x, row_id[scope], attack=self.attack,
-                seed=self.seed)
+                seed=self.seed, return_conf=True)
         return {S.ROW_ID: row_id, S.GROUP: group, "in_scope": scope, "i_std": i_std,
-                "i_rob": i_rob, "node": np.full(len(row_id), self.node, np.int64)}
+                "i_rob": i_rob, "conf_r": conf_r,
+                "node": np.full(len(row_id), self.node, np.int64)}
 
 
 _CACHE: dict[tuple, JinScorer] = {}
@@ -144,6 +152,10 @@ class JinScoringResult(ScoringResult):
     moments_rob: RunningMoments = field(default_factory=RunningMoments)
     scored_row_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     scored_score: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: per scored row (aligned with ``scored_row_id``): the raw terms and M_R's confidence
+    scored_i_std: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    scored_i_rob: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    scored_conf_r: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def score_pool_jin(
@@ -189,7 +201,7 @@ def score_pool_jin(
                                 compute=ray.data.TaskPoolStrategy(size=plan.size), **common)
     # pass 1: raw terms of the z* rows, global moments merged batch by batch
     fill = CandidateReducer(strat, budget)  # rows outside z*: bounded, for filling only
-    ids, groups, t_std, t_rob = [], [], [], []
+    ids, groups, t_std, t_rob, conf = [], [], [], [], []
     m_std, m_rob = RunningMoments(), RunningMoments()
     nodes: set[int] = set()
     seen = 0
@@ -203,6 +215,7 @@ def score_pool_jin(
             groups.append(out[S.GROUP][scope])
             t_std.append(out["i_std"][scope])
             t_rob.append(out["i_rob"][scope])
+            conf.append(out["conf_r"][scope])
             m_std = m_std.combine(RunningMoments.of(out["i_std"][scope]))
             m_rob = m_rob.combine(RunningMoments.of(out["i_rob"][scope]))
             fill.add(out[S.ROW_ID][~scope], out[S.GROUP][~scope],
@@ -215,8 +228,9 @@ def score_pool_jin(
     row_id = np.concatenate(ids) if ids else np.zeros(0, np.int64)
     # pass 2: Eq. 4 with the global moments, then the usual candidate reduction
     final = strat.with_moments(m_std, m_rob)
-    score = (final.combine(np.concatenate(t_std), np.concatenate(t_rob)) if len(row_id)
-             else np.zeros(0))
+    i_std = np.concatenate(t_std) if t_std else np.zeros(0)
+    i_rob = np.concatenate(t_rob) if t_rob else np.zeros(0)
+    score = final.combine(i_std, i_rob) if len(row_id) else np.zeros(0)
     reducer = CandidateReducer(final, budget)
     reducer.add(row_id, np.concatenate(groups) if groups else np.zeros(0, np.int64), score)
     cand_f = fill.result()
@@ -230,4 +244,6 @@ def score_pool_jin(
     return JinScoringResult(
         cand, seen, time.perf_counter() - t0, plan.size, actors, len(nodes),
         moments_std=m_std, moments_rob=m_rob, scored_row_id=row_id, scored_score=score,
+        scored_i_std=i_std, scored_i_rob=i_rob,
+        scored_conf_r=np.concatenate(conf) if conf else np.zeros(0),
     )

@@ -37,6 +37,7 @@ from torch import Tensor
 from rayfal.acquisition.fairal.refit import LogisticHead, RefitConfig, as_tensor, refit_head
 from rayfal.acquisition.fairal.scores import (
     Alpha,
+    FairALScores,
     entropy,
     fairal_fast,
     fairal_reference,
@@ -80,6 +81,7 @@ def fairal_select(
     refit: RefitConfig = RefitConfig(),  # noqa: B008 (frozen dataclass)
     engine: str = "fast",
     dtype: torch.dtype = torch.float64,
+    score_fn: Callable[..., FairALScores] | None = None,
     **engine_kwargs: Any,
 ) -> np.ndarray:
     """Pick ``min(budget, len(x_cand))`` candidate *indices* (positions in ``x_cand``), in order.
@@ -109,7 +111,10 @@ def fairal_select(
     Ties go to the lower index (the authors' ``np.argsort(.)[::-1][0]`` takes an arbitrary one).
     ``engine``: ``"fast"`` (:func:`~.scores.fairal_fast`), ``"reference"``
     (:func:`~.scores.fairal_reference`) or ``"sklearn"`` (:func:`~.scores.fairal_sklearn`);
-    ``engine_kwargs`` go to it.
+    ``engine_kwargs`` go to it. ``score_fn`` replaces the engine's function by another with
+    :func:`~.scores.fairal_fast`'s signature and results (the campaign passes
+    :func:`rayfal.scoring.fairal_refits.fairal_fast_ray`, the same refits on a Ray Data actor
+    pool, when the job's ``scoring`` section asks for Ray compute).
     """
     if mode not in MODES:
         raise ValueError(f"unknown FairAL mode '{mode}'; known: {', '.join(MODES)}")
@@ -126,7 +131,7 @@ def fairal_select(
         return resolve_alpha(alpha, round, n_rounds)
 
     a = alpha_at(0)
-    score_fn = ENGINES[engine]
+    score_fn = score_fn if score_fn is not None else ENGINES[engine]
     kwargs = dict(y_fair=y_fair, measure=measure, refit=refit, dtype=dtype, **engine_kwargs)
     x_c = as_tensor(x_cand, dtype)
     n_cand = x_c.shape[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, Union
 
 import numpy as np
@@ -25,6 +25,7 @@ from rayfal.acquisition.fairal.refit import (
     fit_exact,
     fit_logistic_head,
 )
+from rayfal.acquisition.fairal.scores import FairALScores
 from rayfal.acquisition.fairal.select import fairal_select
 from rayfal.acquisition.view import PoolView, WholePoolStrategy, subsample_ids, subsample_size
 
@@ -231,6 +232,13 @@ class FairALStrategy(WholePoolStrategy):
 
     ``requires``: the round's ``model``, a ``fairness`` set and the ``oracle`` — the oracle is
     only called in ``mode: sequential`` (``requires`` is per class, so it is always declared).
+
+    Ray: when the job's ``scoring`` section asks for Ray compute (``compute: actors|tasks``, or
+    ``auto`` from ``actor_min_rows`` pool rows), the campaign layer hands ``engine: fast`` the
+    Ray Data refit job (:meth:`use_refit_scorer`,
+    :func:`rayfal.scoring.fairal_refits.fairal_fast_ray`): the same scores bit for bit, the
+    refits on an actor pool, the driver keeping only the candidate table. ``mode: sequential``
+    runs one such job per pick.
     """
 
     name = "fairal"
@@ -241,6 +249,27 @@ class FairALStrategy(WholePoolStrategy):
     def __init__(self, *, seed: int, round: int = 0, **params: Any) -> None:
         super().__init__(seed=seed, round=round, **params)
         self.refit_cfg = self.params.refit_config()
+        #: the per-candidate scorer of ``engine: fast`` when not the in-process
+        #: :func:`~rayfal.acquisition.fairal.scores.fairal_fast` (:meth:`use_refit_scorer`)
+        self.refit_scorer: Callable[..., FairALScores] | None = None
+        self.refit_info: dict[str, Any] = {}
+
+    def use_refit_scorer(self, scorer: Callable[..., FairALScores] | None,
+                         info: Mapping[str, Any] | None = None) -> None:
+        """Compute ``engine: fast``'s per-candidate expected unfairness with ``scorer`` (same
+        signature and results as :func:`~rayfal.acquisition.fairal.scores.fairal_fast`; the
+        campaign layer passes the Ray Data job
+        :func:`rayfal.scoring.fairal_refits.fairal_fast_ray` when the job's ``scoring`` asks for
+        Ray compute); ``info`` goes to the round's ``selection_info.json``. ``None``: in
+        process. The ``reference`` and ``sklearn`` engines always run in process."""
+        self.refit_scorer = scorer
+        self.refit_info = dict(info or {}) if scorer is not None else {}
+
+    def _score_fn(self, view: PoolView) -> Callable[..., FairALScores] | None:
+        if self.refit_scorer is None or self.params.engine != "fast":
+            return None
+        view.info.update(self.refit_info)
+        return self.refit_scorer
 
     def fairness_rows(self) -> int | None:
         """``fair_size``: rows of the fairness set the campaign samples for ``view.fairness``."""
@@ -277,6 +306,7 @@ class FairALStrategy(WholePoolStrategy):
             mode=p.mode, alpha=p.alpha_value(), round=view.round, n_rounds=view.n_rounds,
             nested_k=p.nested_k, oracle=self._oracle(view, g), sequential_rule=p.sequential_rule,
             y_fair=fair.y, measure=p.measure, refit=self.refit_cfg, engine=p.engine,
+            score_fn=self._score_fn(view),
         )
         view.info.update({"strategy": self.name, "candidates": len(cand),
                           "fairness_rows": len(fair.y), "refit": p.refit})
@@ -326,6 +356,7 @@ class FairALStrategy(WholePoolStrategy):
             mode=p.mode, alpha=p.alpha_value(), round=view.round, n_rounds=view.n_rounds,
             nested_k=p.nested_k, oracle=self._oracle(view, g), sequential_rule=p.sequential_rule,
             y_fair=y_f, measure=p.measure, refit=self.refit_cfg, engine=p.engine,
+            score_fn=self._score_fn(view),
         )
         view.info.update({"strategy": self.name, "candidates": len(cand),
                           "fairness_rows": len(x_f), "refit": p.refit, "protocol": p.protocol,
