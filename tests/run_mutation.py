@@ -15,11 +15,14 @@ module is run on its own, so an interrupted run still leaves usable per-module r
 
 from __future__ import annotations
 
+import configparser
 import fnmatch
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +58,14 @@ def _results(module: str) -> dict[str, int | None]:
     meta = ROOT / "mutants" / f"{path}.meta"
     if not meta.is_file():
         return {}
-    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    for attempt in range(5):  # mutmut rewrites the file while it runs: retry a torn read
+        try:
+            codes = json.loads(meta.read_text())["exit_code_by_key"]
+            break
+        except json.JSONDecodeError:
+            if attempt == 4:
+                raise
+            time.sleep(0.2)
     return {k: v for k, v in codes.items() if any(fnmatch.fnmatchcase(k, g) for g in globs)}
 
 
@@ -95,6 +105,30 @@ def report(survivors: bool = False) -> int:
     return 0
 
 
+def _sync_copies() -> int:
+    """Bring ``mutants/``'s plain copies up to date; return how many were refreshed.
+
+    mutmut copies the package and the tests into ``mutants/`` once and never updates a copy
+    that exists, so a test or module edited since would be run in its old version (it does
+    regenerate a mutated file whose source is newer). Copies of the files it mutates are left
+    to it."""
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    mutated = set(cfg.get("mutmut", "only_mutate").split())
+    refreshed = 0
+    for top in ("rayfal", "tests"):
+        for src in (ROOT / top).rglob("*"):
+            rel = src.relative_to(ROOT)
+            if not src.is_file() or "__pycache__" in rel.parts or rel.as_posix() in mutated:
+                continue
+            dst = ROOT / "mutants" / rel
+            if not dst.is_file() or dst.read_bytes() != src.read_bytes():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+                refreshed += 1
+    return refreshed
+
+
 def run(modules: list[str], *, again: bool = False, recheck: bool = False) -> int:
     """Run mutmut over ``modules`` (all by default), one module at a time, then report. A
     module with results already runs only its unchecked mutants and those no test reached,
@@ -107,6 +141,8 @@ def run(modules: list[str], *, again: bool = False, recheck: bool = False) -> in
         names = [k for k, v in res.items() if v in rerun] if res else MODULES[module][1]
         print(f"== {module}: {len(names) if res else 'all'} mutant(s) to run", flush=True)
         if names:
+            if (ROOT / "mutants").is_dir():
+                print(f"   {_sync_copies()} copied file(s) in mutants/ refreshed", flush=True)
             subprocess.run([str(MUTMUT), "run", "--max-children", children, *names],
                            cwd=ROOT, env=env, check=False, stdout=subprocess.DEVNULL)
         report()

@@ -178,6 +178,30 @@ def test_each_dropout_layer_draws_its_own_masks() -> None:
     assert [torch.equal(again(drop, x), m) for m in layers] == [True, True, True]
 
 
+def test_row_keyed_masks_take_the_activations_dtype_and_any_integer_keys() -> None:
+    """A float64 model gets float64 masks (kept entries exactly ``1 / (1 - p)`` in float64, not
+    a float32-rounded scale) with the same draws as float32; row keys of any integer dtype
+    (int32, uint32, uint64, a list) give the same masks as int64 keys."""
+    import torch
+
+    from rayfal.models.mc_dropout import MCDropout
+    from rayfal.models.predict import RowKeyedMasks
+
+    keys = np.array([3, 700, 1029, 12], dtype=np.int64)
+    drop = MCDropout(0.3)
+    x32 = torch.ones(2 * len(keys), 16)
+    ref = RowKeyedMasks(keys, mc_samples=2, seed=5)(drop, x32)
+    assert ref.dtype == torch.float32
+    m64 = RowKeyedMasks(keys, mc_samples=2, seed=5)(drop, x32.double())
+    assert m64.dtype == torch.float64
+    kept = m64 != 0
+    assert torch.equal(kept, ref != 0) and 0 < int(kept.sum()) < kept.numel()
+    assert torch.all(m64[kept] == 1.0 / (1.0 - 0.3))
+    for other in (keys.astype(np.int32), keys.astype(np.uint32), keys.astype(np.uint64),
+                  keys.tolist()):
+        assert torch.equal(RowKeyedMasks(other, mc_samples=2, seed=5)(drop, x32), ref)
+
+
 def test_jin_strategy_keeps_its_attack_round_and_merged_moments() -> None:
     """What the JIN strategy hands to its Ray scorers: the attack as a dict with exactly these
     keys, its round (0 by default) and the merged moments of pass 1 (when resumed)."""
@@ -212,3 +236,59 @@ def test_candidate_reducer_outputs_int64_ids_and_float64_scores_even_when_empty(
     got = red.result()
     assert got.row_id.dtype == got.group.dtype == np.int64 and got.score.dtype == np.float64
     assert sorted(got.row_id.tolist()) == [2, 5, 9] and got.group_counts == {0: 2, 1: 1}
+
+
+# ----------------------------------------------------------------------------- fairness metrics
+
+
+def test_panda_equalized_odds_with_only_positives_or_only_negatives() -> None:
+    """A label set with one class has only one defined ``(a, y)`` family: only TPRs (all
+    positives) or only FPRs (all negatives). The missing class is skipped, the other still
+    counts: group TPRs 1 and 1/2 around the pooled 3/4 give 1/4 (likewise for the FPRs)."""
+    from rayfal.fairness.metrics import panda_equalized_odds
+
+    groups = np.array([0, 0, 1, 1])
+    assert panda_equalized_odds(np.ones(4), np.array([1, 1, 1, 0]), groups=groups) == 0.25
+    assert panda_equalized_odds(np.zeros(4), np.array([1, 0, 0, 0]), groups=groups) == 0.25
+    assert panda_equalized_odds(np.ones(4), np.ones(4), groups=groups) == 0.0
+
+
+def test_fairness_report_omits_binary_metrics_when_either_side_is_multiclass() -> None:
+    """Binary metrics need *both* ``y_true`` and ``y_pred`` in {0, 1}: a 3-class model that
+    predicts class 2 on rows whose true labels happen to be 0/1 (or the reverse) gets the
+    accuracy metrics only, not a ValueError."""
+    from rayfal.fairness.metrics import fairness_report
+
+    groups = np.array([0, 0, 1, 1])
+    for y_true, y_pred in (([0, 1, 1, 0], [0, 2, 1, 0]), ([0, 2, 1, 0], [0, 1, 1, 0])):
+        rep = fairness_report(np.array(y_true), np.array(y_pred), groups=groups)
+        assert "demographic_parity_difference" not in rep
+        assert "equalized_odds_difference" not in rep
+        assert rep["accuracy"] == 0.75 and rep["acc_group_0"] == 0.5 and rep["acc_group_1"] == 1.0
+
+
+def test_object_dtype_columns_are_read_by_value() -> None:
+    """Object arrays (what ``np.asarray`` makes of a pandas object column) are judged by their
+    values: 0/1 objects are binary, string objects are group names, and a float NaN among
+    them is the documented ``ValueError``, not a ``TypeError``."""
+    from rayfal.fairness.metrics import accuracy_by_group, demographic_parity_difference
+
+    groups = np.array(["f", "f", "m", "m"], dtype=object)
+    y_pred = np.array([1, 1, 1, 0], dtype=object)
+    assert demographic_parity_difference(y_pred, groups=groups) == 0.5
+    assert accuracy_by_group(np.array([1, 0, 1, 0], dtype=object), y_pred, groups=groups) == \
+        {"f": 0.5, "m": 1.0}
+    with pytest.raises(ValueError, match="y_true contains NaN/None"):
+        accuracy_by_group(np.array([0, 1, np.nan, 1], dtype=object), y_pred, groups=groups)
+
+
+def test_non_binary_values_are_named_sorted_or_in_first_seen_order_when_mixed() -> None:
+    """Numeric non-binary values are listed sorted and once; mixed-type object values (which
+    cannot be sorted) in first-seen order, still as the documented ``ValueError``."""
+    from rayfal.fairness.metrics import demographic_parity_difference
+
+    with pytest.raises(ValueError, match=r"non-binary values \[2, 3\]$"):
+        demographic_parity_difference([3, 2, 0, 2, 1], groups=[0, 0, 1, 1, 1])
+    with pytest.raises(ValueError, match=r"non-binary values \['x', 5\]$"):
+        demographic_parity_difference(np.array([0, "x", 5, "x"], dtype=object),
+                                      groups=[0, 0, 1, 1])
