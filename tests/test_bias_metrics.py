@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from rayfal import report
 from rayfal.fairness.bias import bias_report
@@ -69,3 +70,49 @@ def test_report_bias_table(tmp_path: Path) -> None:
     md = paths["bias_table.md"].read_text("utf-8")
     assert "| vanilla | 91.00 ± 1.41 | 31.00 ± 1.41 | 61.00 ± 1.41 | 60.00 ± 0.00 |" in md
     assert "Bias gap (aligned − conflicting) (%)" in md
+
+
+class _IdentityTrunkModel(torch.nn.Module):
+    """Features = the inputs; an optional discriminator that predicts group 1 iff x0 > 0."""
+
+    def __init__(self, with_head: bool) -> None:
+        super().__init__()
+        self.trunk = torch.nn.Identity()
+        self.head = torch.nn.Linear(2, 2)
+        if with_head:
+            self.group_head = torch.nn.Linear(2, 2, bias=False)
+            with torch.no_grad():
+                self.group_head.weight.copy_(torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))
+
+
+def test_discriminator_bias_report_known_answer() -> None:
+    from rayfal.fairness.bias import discriminator_bias_report
+
+    # test rows: 4 aligned (x0's sign = the group), 4 conflicting (2 with the sign right)
+    group = np.array([0, 1, 0, 1, 0, 1, 0, 1])
+    x0 = np.array([-1, 1, -2, 2, -1, 1, 1, -1], dtype=np.float32)
+    x1 = (2.0 * group - 1.0).astype(np.float32)  # x1 always carries the group
+    x = torch.tensor(np.stack([x0, x1], axis=1))
+    aligned = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    rng = np.random.default_rng(0)
+    train_group = np.repeat([0, 1], 50)
+    train_x = np.stack([rng.normal(size=100), 2.0 * train_group - 1.0 + 0.1 * rng.normal(size=100)],
+                       axis=1).astype(np.float32)
+    out = discriminator_bias_report(_IdentityTrunkModel(True), x, group, aligned,
+                                    train_x=train_x, train_group=train_group)
+    assert out["disc_acc_bias_aligned"] == 1.0
+    assert out["disc_acc_bias_conflicting"] == 0.5
+    assert out["probe_acc_bias_aligned"] == 1.0 and out["probe_acc_bias_conflicting"] == 1.0
+    # no discriminator: NaN for it, the probe still reads the group
+    plain = discriminator_bias_report(_IdentityTrunkModel(False), x, group, aligned,
+                                      train_x=train_x, train_group=train_group)
+    assert math.isnan(plain["disc_acc_bias_aligned"]) and math.isnan(plain["disc_acc_bias_conflicting"])
+    assert plain["probe_acc_bias_conflicting"] == 1.0
+    # a probe on features without group information is at chance on the conflicting rows
+    blind = np.stack([rng.normal(size=100), rng.normal(size=100)], axis=1).astype(np.float32)
+    chance = discriminator_bias_report(_IdentityTrunkModel(False), x, group, aligned,
+                                       train_x=blind, train_group=train_group)
+    assert chance["probe_acc_bias_conflicting"] < 1.0
+    with pytest.raises(ValueError, match="lengths differ"):
+        discriminator_bias_report(_IdentityTrunkModel(True), x, group[:3], aligned,
+                                  train_x=train_x, train_group=train_group)

@@ -6,6 +6,7 @@ bad override is refused."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +54,13 @@ def _check_protocol(name: str, n_groups: int, n_classes: int) -> dict[str, tuple
         assert torch.isfinite(loss), c.name
         if t.mode == "standard":
             assert not grouped and loss.item() == pytest.approx(logs["ce"], rel=1e-6)
-        else:  # the adversary's term, weighted by the file's lambda
+        else:  # the adversary's term, weighted by the file's lambda (at progress 0.5 of a ramp)
             lam = t.mode_params["lam"]
+            if t.mode_params.get("lambda_schedule") == "ganin":
+                loss_fn.set_progress(0.5)
+                torch.manual_seed(1)
+                loss, logs = loss_fn(model, {"x": x, "y": y, "group": group})
+                lam *= 2 / (1 + math.exp(-5.0)) - 1
             assert grouped and logs["group_ce"] > 0
             assert loss.item() == pytest.approx(logs["ce"] + lam * logs["group_ce"], rel=1e-5)
         out[c.name] = (c.strategy, t.mode)
@@ -82,7 +88,14 @@ def test_grad_bald_job_is_a_paired_strategy_by_mode_grid() -> None:
 
 def test_gba_colored_mnist_job() -> None:
     modes = _check_protocol("gba_colored_mnist.yaml", n_groups=10, n_classes=10)
-    assert sorted(m for _, m in modes.values()) == ["gba", "gba", "grad", "grad", "standard"]
+    assert sorted(m for _, m in modes.values()) == ["gba"] * 4 + ["grad"] * 2 + ["standard"]
+    job, _ = load_job(JOBS / "gba_colored_mnist.yaml")
+    cfg_c = {c.name: campaign_training(job, c).mode_params for c in job.campaigns}
+    # the ablations of GBA's open choices, each against gba_0.1 / a constant lambda = 1
+    assert cfg_c["gba_0.1_rescale"] == {"lam": 0.1, "rescale": True}
+    assert cfg_c["gba_0.1_test_time_mask"] == {"lam": 0.1, "test_time_mask": True}
+    assert cfg_c["gba_1_ganin"] == {"lam": 1.0, "lambda_schedule": "ganin"}
+    assert cfg_c["gradient_reversal_1_ganin"] == {"lam": 1.0, "lambda_schedule": "ganin"}
     assert {s for s, _ in modes.values()} == {"random"}  # the modes are the comparison
     cfg, _ = load_job(JOBS / "gba_colored_mnist.yaml")
     assert 0.9 <= cfg.dataset.skew < 1 and cfg.dataset.image_size % 8 == 0

@@ -5,6 +5,8 @@ Calls the metric layers with values (the trained model, arrays, settings):
 * :func:`rayfal.evaluation.evaluate_model` — MC-dropout accuracy, NLL, per-group accuracy,
   δA, per-group BALD (BALD-fairness paper, Fig. 1 and Table 1);
 * :func:`rayfal.fairness.bias.bias_metrics_for_model` — GBA's aligned/conflicting accuracies
+  (and :func:`~rayfal.fairness.bias.discriminator_bias_report`: the discriminator's and a
+  linear probe's accuracy at reading the group on aligned/conflicting rows, GBA Fig. 1)
   when the test set has a ``bias_aligned`` column (GBA Tables 1-4);
 * :func:`rayfal.evaluation.evaluate_robust` — FRAL's robust metrics (Eq. 1) when
   ``evaluation.robust``;
@@ -26,7 +28,7 @@ from rayfal.attacks import AttackSpec
 from rayfal.campaign.context import EvalSet
 from rayfal.data.schema import to_model_input
 from rayfal.evaluation import evaluate_model, evaluate_probs, evaluate_robust
-from rayfal.fairness.bias import bias_metrics_for_model
+from rayfal.fairness.bias import bias_metrics_for_model, discriminator_bias_report
 from rayfal.models.predict import mc_probs
 from rayfal.training.fairlearn_mode import binary_metrics, fit_reduction, predict
 from rayfal.training.modes import MODES, mode_parts
@@ -55,6 +57,10 @@ def evaluate_round(ev, test: EvalSet, model: torch.nn.Module, *, seed: int, mode
         metrics.update(bias_metrics_for_model(
             model, test.x, test.y, test.bias_aligned, mc_samples=ev.mc_samples,
             batch_size=ev.batch_size, seed=seed, row_keys=test.row_id))
+        metrics.update(discriminator_bias_report(
+            model, test.x, test.group, test.bias_aligned,
+            train_x=to_model_input(labelled["x"], input_shape), train_group=labelled["group"],
+            batch_size=ev.batch_size, seed=seed))
     if ev.robust:
         metrics.update(evaluate_robust(
             model, test.x, test.y, test.group, attack=evaluation_attack(ev, test.x),

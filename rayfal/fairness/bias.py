@@ -11,6 +11,7 @@ gap means the conflicting rows are classified better).
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 BIAS_ALIGNED = "bias_aligned"
 
@@ -61,6 +62,80 @@ def bias_metrics_for_model(
                      generator_seed=seed, row_keys=row_keys)
     pred = scores.mean_probs(probs).argmax(axis=1)
     return bias_report(np.asarray(y), pred, bias_aligned=bias_aligned)
+
+
+def _subset_accuracy(correct: np.ndarray, aligned: np.ndarray, prefix: str) -> dict:
+    out = {}
+    for name, mask in (("aligned", aligned == 1), ("conflicting", aligned == 0)):
+        out[f"{prefix}_bias_{name}"] = float(correct[mask].mean()) if mask.any() else float("nan")
+    return out
+
+
+@torch.no_grad()
+def _embeddings(model, x, batch_size: int) -> torch.Tensor:
+    """``model.trunk`` of ``x`` (a tensor or array) in eval mode, on the model's device."""
+    device = next(model.parameters()).device
+    x = torch.as_tensor(x)
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model.trunk(x[i:i + batch_size].to(device))
+                          for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def discriminator_bias_report(model, x, group: np.ndarray,
+                              bias_aligned: np.ndarray, *, train_x,
+                              train_group: np.ndarray, batch_size: int = 512,
+                              seed: int = 0) -> dict:
+    """How well the bias attribute (the group, e.g. the colour) can be read from the model's
+    features, on bias-aligned vs bias-conflicting test rows (GBA paper, Fig. 1 and Section
+    "Class Correlation of Discriminator": a discriminator that is right on aligned rows but
+    wrong on conflicting ones predicts the attribute from class cues; one right on both reads
+    the attribute itself from the features).
+
+    * ``disc_acc_bias_aligned`` / ``disc_acc_bias_conflicting``: the model's own adversarial
+      discriminator (its ``group_head`` on the trunk's features ``z``, unmasked as in training);
+      NaN for a model without one (``standard`` mode). Nothing for a model without a trunk.
+    * ``probe_acc_bias_aligned`` / ``probe_acc_bias_conflicting``: a fresh linear probe
+      (multinomial logistic regression, scikit-learn defaults, ``random_state=seed``) fitted on
+      the frozen features of the round's training rows (``train_x``, ``train_group``) to
+      predict the group: the "discriminator on the features of a vanilla model" of Fig. 1a,
+      available for every model. Features are standardised with the training rows' moments.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    if not hasattr(model, "trunk"):
+        return {}
+    group = np.asarray(group)
+    aligned = np.asarray(bias_aligned)
+    if not (len(group) == len(aligned) == len(x)):
+        raise ValueError(f"lengths differ: x {len(x)}, group {len(group)}, "
+                         f"bias_aligned {len(aligned)}")
+    z = _embeddings(model, x, batch_size)
+    out: dict = {}
+    head = getattr(model, "group_head", None)
+    if head is None:
+        out.update(disc_acc_bias_aligned=float("nan"), disc_acc_bias_conflicting=float("nan"))
+    else:
+        with torch.no_grad():
+            was_training = head.training
+            head.eval()
+            pred = head(z).argmax(dim=1).cpu().numpy()
+            head.train(was_training)
+        out.update(_subset_accuracy(pred == group, aligned, "disc_acc"))
+    z_train = _embeddings(model, train_x, batch_size).cpu().numpy().astype(np.float64)
+    mu, sd = z_train.mean(axis=0), z_train.std(axis=0) + 1e-8
+    train_group = np.asarray(train_group)
+    if len(np.unique(train_group)) < 2:
+        out.update(probe_acc_bias_aligned=float("nan"), probe_acc_bias_conflicting=float("nan"))
+        return out
+    probe = LogisticRegression(max_iter=2000, random_state=seed)
+    probe.fit((z_train - mu) / sd, train_group)
+    pred = probe.predict((z.cpu().numpy().astype(np.float64) - mu) / sd)
+    out.update(_subset_accuracy(pred == group, aligned, "probe_acc"))
+    return out
 
 
 # ----------------------------------------------------------------------------- lookup by row_id
