@@ -138,3 +138,15 @@ def test_gba_table_recomputes_from_the_per_seed_rounds() -> None:
                & (want["reference"] == "vanilla") & (want["metric"] == "accuracy")]
     assert (piv["gba_0.1"] - piv["vanilla"]).dropna().mean() == pytest.approx(
         row["mean_diff"].item(), abs=1e-12)
+
+
+def test_fral_tables_recompute_from_the_per_seed_rounds() -> None:
+    """docs/experiments/fral_jin_v2/fral_tables.md from rounds_all.csv, by the script that
+    wrote it, and one per-round number of the text by hand (JIN's M_R robust accuracy of group
+    1 at round 0 is the round-0 model's, shared by every strategy of the seed)."""
+    folder = DOCS / "fral_jin_v2"
+    script = _benchmark_script("fral_jin_tables")
+    assert script.render_from_csv(folder / "rounds_all.csv") == (folder / "fral_tables.md").read_text()
+    rounds = pd.read_csv(folder / "rounds_all.csv")
+    first = rounds[rounds["round"] == 0]
+    assert first.groupby("seed")["F_rob"].nunique().eq(1).all()  # one round-0 model per seed
