@@ -142,8 +142,8 @@ def test_gba_table_recomputes_from_the_per_seed_rounds() -> None:
 
 def test_fral_tables_recompute_from_the_per_seed_rounds() -> None:
     """docs/experiments/fral_jin_v2/fral_tables.md from rounds_all.csv, by the script that
-    wrote it, and one per-round number of the text by hand (JIN's M_R robust accuracy of group
-    1 at round 0 is the round-0 model's, shared by every strategy of the seed)."""
+    wrote it; and the round-0 model is shared by every strategy of a seed (one robust
+    worst-group accuracy per seed at round 0, the tables' "Initialization" row)."""
     folder = DOCS / "fral_jin_v2"
     script = _benchmark_script("fral_jin_tables")
     assert script.render_from_csv(folder / "rounds_all.csv") == (folder / "fral_tables.md").read_text()
