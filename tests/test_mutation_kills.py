@@ -292,3 +292,18 @@ def test_non_binary_values_are_named_sorted_or_in_first_seen_order_when_mixed() 
     with pytest.raises(ValueError, match=r"non-binary values \['x', 5\]$"):
         demographic_parity_difference(np.array([0, "x", 5, "x"], dtype=object),
                                       groups=[0, 0, 1, 1])
+
+
+def test_ledger_annotations_default_source_is_human_and_object_ids_are_read(tmp_path) -> None:
+    """Two ledger survivors: an annotation without ``source`` is recorded as ``human``, and
+    row ids / labels given as an object array (e.g. a pandas object column of Python ints)
+    are read by value."""
+    from rayfal.data.ledger import LabelLedger
+
+    ledger = LabelLedger(tmp_path / "ledger.sqlite")
+    ids = np.array([3, 5], dtype=object)
+    n = ledger.add_annotations(ids, np.array([1, 0], dtype=object), annotator="ann", round=0)
+    assert n == 2
+    frame = ledger.annotations_frame()
+    assert frame["source"].tolist() == ["human", "human"]
+    assert frame["row_id"].tolist() == [3, 5] and frame["label"].tolist() == [1, 0]
